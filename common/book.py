@@ -1,0 +1,132 @@
+"""A price-level order book on sortedcontainers.
+
+Both sides are ``SortedDict`` keyed by float price in ascending order; the best bid is the last
+bid key, the best ask the first ask key. A float is exact enough here: every exchange price has
+at most 15 significant digits, so ``float(s)`` round-trips to the exchange's digits. Where a
+venue checksum needs the exchange's own strings, ``keep_raw=True`` keeps them beside the floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sortedcontainers import SortedDict
+
+Level = tuple[float, float]
+
+
+class OrderBook:
+    __slots__ = ("asks", "bids", "keep_raw", "raw_asks", "raw_bids")
+
+    def __init__(self, keep_raw: bool = False) -> None:
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.keep_raw = keep_raw
+        self.raw_bids: dict[float, tuple[str, str]] = {}
+        self.raw_asks: dict[float, tuple[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.asks)
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self.raw_bids.clear()
+        self.raw_asks.clear()
+
+    def set_level(self, is_bid: bool, price: float, size: float) -> None:
+        """Insert or replace a level; size 0 deletes it (deleting an unknown level is normal)."""
+        side = self.bids if is_bid else self.asks
+        if size == 0.0:
+            side.pop(price, None)
+        else:
+            side[price] = size
+
+    def apply_raw(self, bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> None:
+        """Apply levels given as the exchange's strings, in array order."""
+        for is_bid, levels, raw in ((True, bids, self.raw_bids), (False, asks, self.raw_asks)):
+            side = self.bids if is_bid else self.asks
+            for px, sz in levels:
+                price = float(px)
+                size = float(sz)
+                if size == 0.0:
+                    side.pop(price, None)
+                    if self.keep_raw:
+                        raw.pop(price, None)
+                else:
+                    side[price] = size
+                    if self.keep_raw:
+                        raw[price] = (px, sz)
+
+    def replace_raw(self, bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> None:
+        self.clear()
+        self.apply_raw(bids, asks)
+
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        for price, size in bids:
+            self.set_level(True, price, size)
+        for price, size in asks:
+            self.set_level(False, price, size)
+
+    def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        self.clear()
+        self.apply(bids, asks)
+
+    def best_bid(self) -> Level | None:
+        return self.bids.peekitem(-1) if self.bids else None
+
+    def best_ask(self) -> Level | None:
+        return self.asks.peekitem(0) if self.asks else None
+
+    def is_crossed(self) -> bool:
+        return (
+            bool(self.bids)
+            and bool(self.asks)
+            and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
+        )
+
+    def top_bids(self, n: int) -> list[Level]:
+        bids = self.bids
+        keys = bids.keys()
+        start = max(len(keys) - n, 0)
+        return [(p, bids[p]) for p in reversed(keys[start:])]
+
+    def top_asks(self, n: int) -> list[Level]:
+        asks = self.asks
+        return [(p, asks[p]) for p in asks.keys()[:n]]
+
+    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+        return self.top_bids(n), self.top_asks(n)
+
+    def top_raw(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Top n levels as the exchange's strings (needs keep_raw)."""
+        bids = [self.raw_bids[p] for p, _ in self.top_bids(n)]
+        asks = [self.raw_asks[p] for p, _ in self.top_asks(n)]
+        return bids, asks
+
+    def truncate(self, depth: int) -> tuple[list[float], list[float]]:
+        """Keep only the best ``depth`` levels a side (Kraken sends no deletes for levels that
+        fall out of the subscribed depth). Returns the removed bid and ask prices, so that the
+        deletes can be passed on to consumers of the book."""
+        gone_bids: list[float] = []
+        gone_asks: list[float] = []
+        while len(self.bids) > depth:
+            price, _ = self.bids.popitem(0)
+            self.raw_bids.pop(price, None)
+            gone_bids.append(price)
+        while len(self.asks) > depth:
+            price, _ = self.asks.popitem(-1)
+            self.raw_asks.pop(price, None)
+            gone_asks.append(price)
+        return gone_bids, gone_asks
+
+    def trim(self, keep: int, factor: int = 10) -> bool:
+        """Bound memory with hysteresis: once a side holds more than ``factor * keep`` levels,
+        cut it back to ``keep``. Returns True if anything was cut."""
+        if len(self.bids) <= factor * keep and len(self.asks) <= factor * keep:
+            return False
+        if keep:
+            self.truncate(keep)
+        else:
+            self.clear()
+        return True

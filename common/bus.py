@@ -1,0 +1,453 @@
+"""The flowbook bus (DESIGN.md section 3): ZeroMQ PUB for data, ROUTER for control.
+
+Publisher side: ``Publisher`` stamps every payload with ``v``, ``epoch``, a per-topic ``seq`` and
+``ts_pub``, answers ``resync`` requests on its ROUTER by republishing snapshots through the same
+PUB socket (so they are ordered with the updates), and sends ``hb.<service>`` every second.
+
+Subscriber side: ``Subscriber`` is the clone-pattern client: it follows topic prefixes on one or
+more publishers, tracks ``(epoch, seq)`` per topic, and when a stateful topic (``book.``) skips a
+seq or changes epoch it marks that topic stale and asks the publisher for a snapshot. Stateless
+topics (``depth.``, ``bbo.``: each message is complete) only count gaps; ``trade.`` gaps are lost
+trades, counted. Liveness: a publisher silent for ``stale_after_s`` is reported down.
+
+Sockets are plain (non-asyncio) ZeroMQ sockets read through ``loop.add_reader`` on their FD and
+drained in batches with NOBLOCK: one wake-up per burst, not one await per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import zmq
+
+from common.codec import SCHEMA_VERSION, DecodeError, decode
+
+log = logging.getLogger("flowbook.bus")
+
+STATEFUL_PREFIXES = ("book.",)
+LOSSY_PREFIXES = ("trade.",)
+RESYNC_RETRY_S = 2.0
+DRAIN_BATCH = 2000
+
+SnapshotProvider = Callable[[list[str]], Iterable[tuple[str, dict[str, Any]]]]
+
+
+def _context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+class FdReader:
+    """Calls ``on_frames`` for every multipart message on ``sock``, driven by the socket's FD.
+
+    ZeroMQ's FD is edge-triggered, so each wake-up drains until EAGAIN; a large burst is split
+    into batches with ``call_soon`` so other callbacks get their turn.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        on_frames: Callable[[list[bytes]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.sock = sock
+        self.on_frames = on_frames
+        self.loop = loop
+        loop.add_reader(sock.getsockopt(zmq.FD), self.drain)
+        loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        sock = self.sock
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.error("recv failed on %s: %s", sock, exc)
+                return
+            try:
+                self.on_frames(frames)
+            except Exception:
+                log.exception("handler failed for frame on topic %r", frames[0][:80])
+        self.loop.call_soon(self.drain)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError, ValueError):
+            self.loop.remove_reader(self.sock.getsockopt(zmq.FD))
+
+
+class Publisher:
+    """PUB + ROUTER pair of one service (ingest, book builder)."""
+
+    def __init__(
+        self,
+        service: str,
+        pub_endpoint: str,
+        control_endpoint: str,
+        *,
+        sndhwm: int = 200_000,
+        ctx: zmq.Context | None = None,
+    ) -> None:
+        ctx = ctx or _context()
+        self.service = service
+        self.epoch = secrets.token_hex(6)
+        self.started_ns = time.time_ns()
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(pub_endpoint)
+        self.control = ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(control_endpoint)
+        self.snapshot_provider: SnapshotProvider | None = None
+        self._seq: dict[str, int] = {}
+        self._pending_resync: set[str] = set()
+        self._reader: FdReader | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.resync_requests = 0
+        self.messages = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reader = FdReader(self.control, self._on_control, loop)
+
+    def publish(self, topic: str, body: dict[str, Any]) -> int:
+        """Stamp and send ``body`` on ``topic``; returns its seq. Never blocks (PUB drops at HWM,
+        which subscribers detect by seq)."""
+        seq = self._seq.get(topic, 0) + 1
+        self._seq[topic] = seq
+        body["v"] = SCHEMA_VERSION
+        body["epoch"] = self.epoch
+        body["seq"] = seq
+        body["ts_pub"] = time.time_ns()
+        self.pub.send_multipart((topic.encode(), orjson.dumps(body)), zmq.NOBLOCK)
+        self.messages += 1
+        return seq
+
+    def _on_control(self, frames: list[bytes]) -> None:
+        ident, payload = frames[0], frames[-1]
+        try:
+            req = orjson.loads(payload)
+            op = req.get("op")
+        except (orjson.JSONDecodeError, AttributeError):
+            self._reply(ident, {"ok": False, "error": "request must be a JSON object"})
+            return
+        if op == "resync":
+            prefixes = req.get("topics") or [""]
+            if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+                self._reply(ident, {"ok": False, "error": "topics must be a list of strings"})
+                return
+            self.resync_requests += 1
+            first = not self._pending_resync
+            self._pending_resync.update(prefixes)
+            if first and self._loop is not None:
+                self._loop.call_soon(self._flush_resyncs)
+            self._reply(ident, {"ok": True, "op": "resync", "epoch": self.epoch})
+        elif op == "ping":
+            self._reply(ident, {"ok": True, "op": "pong", "epoch": self.epoch})
+        elif op == "topics":
+            self._reply(ident, {"ok": True, "epoch": self.epoch, "topics": dict(self._seq)})
+        else:
+            self._reply(ident, {"ok": False, "error": f"unknown op {op!r}"})
+
+    def _reply(self, ident: bytes, body: dict[str, Any]) -> None:
+        try:
+            self.control.send_multipart((ident, orjson.dumps(body)), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("control reply to %r dropped: %s", ident, exc)
+
+    def _flush_resyncs(self) -> None:
+        """Coalesced: one snapshot per matching topic, however many requests named it."""
+        prefixes = sorted(self._pending_resync)
+        self._pending_resync.clear()
+        if self.snapshot_provider is None:
+            return
+        for topic, body in self.snapshot_provider(prefixes):
+            self.publish(topic, body)
+
+    def heartbeat(self, stats: dict[str, Any]) -> None:
+        self.publish(
+            f"hb.{self.service}",
+            {
+                "type": "hb",
+                "service": self.service,
+                "pid": os.getpid(),
+                "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 3),
+                "stats": stats,
+            },
+        )
+
+    async def heartbeat_loop(
+        self, stats_fn: Callable[[], dict[str, Any]], interval_s: float = 1.0
+    ) -> None:
+        while True:
+            try:
+                self.heartbeat(stats_fn())
+            except Exception:
+                log.exception("heartbeat of %s failed", self.service)
+            await asyncio.sleep(interval_s)
+
+    def close(self) -> None:
+        if self._reader:
+            self._reader.close()
+        self.pub.close(0)
+        self.control.close(0)
+
+
+@dataclass
+class Upstream:
+    """One publisher to follow: its PUB and ROUTER endpoints."""
+
+    pub: str
+    control: str
+    name: str = ""
+
+
+@dataclass
+class TopicState:
+    epoch: str
+    seq: int
+    usable: bool
+
+
+@dataclass
+class SubscriberStats:
+    messages: int = 0
+    gaps: int = 0
+    resyncs: int = 0
+    lost_trades: int = 0
+    decode_errors: int = 0
+    epochs_seen: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Link:
+    upstream: Upstream
+    sub: zmq.Socket
+    dealer: zmq.Socket
+    last_rx: float = 0.0
+    alive: bool = False
+    hb_epoch: str | None = None
+    pending: dict[str, float] = field(default_factory=dict)
+    readers: list[FdReader] = field(default_factory=list)
+
+
+class Subscriber:
+    """Follows topic prefixes on several publishers and keeps every stateful topic whole.
+
+    ``on_message(topic, msg)`` gets only messages that are safe to apply: for ``book.`` topics, a
+    ``snapshot`` first and then contiguous messages. ``on_stale(topic, reason)`` says a topic's
+    copy became unusable (until its next snapshot). ``on_upstream(name, alive)`` reports liveness.
+    """
+
+    def __init__(
+        self,
+        upstreams: list[Upstream],
+        prefixes: list[str],
+        on_message: Callable[[str, dict[str, Any]], None] | None = None,
+        *,
+        on_stale: Callable[[str, str], None] | None = None,
+        on_upstream: Callable[[str, bool], None] | None = None,
+        stale_after_s: float = 3.0,
+        rcvhwm: int = 200_000,
+        ctx: zmq.Context | None = None,
+    ) -> None:
+        ctx = ctx or _context()
+        self.prefixes = list(prefixes)
+        self.on_message = on_message
+        self.on_stale = on_stale
+        self.on_upstream = on_upstream
+        self.stale_after_s = stale_after_s
+        self.stats = SubscriberStats()
+        self.topics: dict[str, TopicState] = {}
+        self._queue: asyncio.Queue | None = None
+        self.links: list[_Link] = []
+        for up in upstreams:
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.RCVHWM, rcvhwm)
+            sub.setsockopt(zmq.LINGER, 0)
+            for prefix in self.prefixes:
+                sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            if not any(p == "" or p.startswith("hb.") or p == "hb" for p in self.prefixes):
+                sub.setsockopt(zmq.SUBSCRIBE, b"hb.")
+            sub.connect(up.pub)
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(up.control)
+            self.links.append(_Link(up, sub, dealer))
+        self._task: asyncio.Task | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        loop = loop or asyncio.get_running_loop()
+        now = time.monotonic()
+        for link in self.links:
+            link.last_rx = now
+            link.readers.append(FdReader(link.sub, lambda f, lk=link: self._on_frames(lk, f), loop))
+            link.readers.append(
+                FdReader(link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop)
+            )
+            self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
+        self._task = loop.create_task(self._watch())
+
+    async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Async-iterator mode: ``async for topic, msg in sub.messages()``."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        while True:
+            yield await self._queue.get()
+
+    def _deliver(self, topic: str, msg: dict[str, Any]) -> None:
+        if self.on_message is not None:
+            self.on_message(topic, msg)
+        if self._queue is not None:
+            self._queue.put_nowait((topic, msg))
+
+    def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
+        link.last_rx = time.monotonic()
+        if not link.alive:
+            link.alive = True
+            if self.on_upstream:
+                self.on_upstream(link.upstream.name, True)
+        if len(frames) != 2:
+            self.stats.decode_errors += 1
+            return
+        topic = frames[0].decode("ascii", "replace")
+        try:
+            msg = decode(frames[1])
+        except DecodeError as exc:
+            self.stats.decode_errors += 1
+            log.warning("bad frame on %s from %s: %s", topic, link.upstream.name, exc)
+            return
+        self.stats.messages += 1
+        if topic.startswith("hb."):
+            self._on_heartbeat(link, msg)
+        self._track(link, topic, msg)
+
+    def _on_heartbeat(self, link: _Link, msg: dict[str, Any]) -> None:
+        epoch = msg.get("epoch")
+        if link.hb_epoch is not None and epoch != link.hb_epoch:
+            log.info(
+                "%s restarted (epoch %s -> %s): resync", link.upstream.name, link.hb_epoch, epoch
+            )
+            self.stats.epochs_seen += 1
+            for topic, state in self.topics.items():
+                if state.usable and topic.startswith(STATEFUL_PREFIXES) and state.epoch != epoch:
+                    self._mark_stale(link, topic, "publisher restarted")
+            self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
+        link.hb_epoch = epoch
+
+    def _track(self, link: _Link, topic: str, msg: dict[str, Any]) -> None:
+        epoch, seq = msg.get("epoch"), msg.get("seq")
+        state = self.topics.get(topic)
+        stateful = topic.startswith(STATEFUL_PREFIXES)
+        if stateful and msg.get("type") == "snapshot":
+            self.topics[topic] = TopicState(epoch, seq, True)
+            link.pending.pop(topic, None)
+            self._deliver(topic, msg)
+            return
+        if state is None or state.epoch != epoch:
+            if stateful:
+                self.topics[topic] = TopicState(epoch, seq, False)
+                self._mark_stale(link, topic, "no snapshot yet" if state is None else "new epoch")
+                return
+            self.topics[topic] = TopicState(epoch, seq, True)
+            self._deliver(topic, msg)
+            return
+        expected = state.seq + 1
+        state.seq = seq
+        if seq != expected:
+            missed = seq - expected
+            self.stats.gaps += 1
+            if topic.startswith(LOSSY_PREFIXES):
+                self.stats.lost_trades += max(missed, 1)
+                log.warning("lost %d message(s) on %s", missed, topic)
+            elif stateful:
+                self._mark_stale(link, topic, f"seq gap: expected {expected}, got {seq}")
+                return
+        if state.usable or not stateful:
+            self._deliver(topic, msg)
+
+    def _mark_stale(self, link: _Link, topic: str, reason: str) -> None:
+        state = self.topics.get(topic)
+        was_usable = state is not None and state.usable
+        if state is not None:
+            state.usable = False
+        if was_usable:
+            log.warning(
+                "%s unusable: %s; asking %s for a snapshot", topic, reason, link.upstream.name
+            )
+            if self.on_stale:
+                self.on_stale(topic, reason)
+        self._request(link, [topic])
+
+    def _request(self, link: _Link, topics: list[str]) -> None:
+        now = time.monotonic()
+        wanted = [
+            t
+            for t in topics
+            if not any(
+                t.startswith(p) and now - at < RESYNC_RETRY_S for p, at in link.pending.items()
+            )
+        ]
+        if not wanted:
+            return
+        for t in wanted:
+            link.pending[t] = now
+        self.stats.resyncs += 1
+        try:
+            link.dealer.send(orjson.dumps({"op": "resync", "topics": wanted}), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("resync request to %s not sent (queue full)", link.upstream.name)
+
+    def _on_reply(self, link: _Link, frames: list[bytes]) -> None:
+        try:
+            reply = orjson.loads(frames[-1])
+        except orjson.JSONDecodeError:
+            return
+        if not reply.get("ok"):
+            log.warning("control reply from %s: %s", link.upstream.name, reply)
+
+    async def _watch(self) -> None:
+        """Liveness per publisher, and retry of resyncs that got no snapshot."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for link in self.links:
+                if link.alive and now - link.last_rx > self.stale_after_s:
+                    link.alive = False
+                    log.warning("%s silent for %.1fs: down", link.upstream.name, now - link.last_rx)
+                    if self.on_upstream:
+                        self.on_upstream(link.upstream.name, False)
+                overdue = [t for t, at in link.pending.items() if now - at >= RESYNC_RETRY_S]
+                for t in overdue:
+                    del link.pending[t]
+                waiting = [t for t, s in self.topics.items() if not s.usable and t in overdue] + [
+                    t for t in overdue if t in self.prefixes
+                ]
+                if waiting:
+                    self._request(link, waiting)
+
+    def usable(self, topic: str) -> bool:
+        state = self.topics.get(topic)
+        return bool(state and state.usable)
+
+    def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        for link in self.links:
+            for reader in link.readers:
+                reader.close()
+            link.sub.close(0)
+            link.dealer.close(0)

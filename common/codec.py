@@ -1,0 +1,43 @@
+"""Bus payload encoding: one orjson object per message, schema version ``v``.
+
+Prices and sizes are JSON numbers in shortest round-trip form (orjson writes floats that way), so
+a consumer gets back the exchange's digits. Levels travel as ``[[price, size], ...]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+class DecodeError(ValueError):
+    """A bus frame that is not a valid flowbook payload."""
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload)
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError(f"payload is {type(obj).__name__}, not an object")
+    version = obj.get("v")
+    if version != SCHEMA_VERSION:
+        raise DecodeError(f"schema version {version!r}, this build speaks {SCHEMA_VERSION}")
+    return obj
+
+
+def levels_out(levels: list[tuple[float, float]]) -> list[list[float]]:
+    return [[p, s] for p, s in levels]
+
+
+def topic(kind: str, venue: str, symbol: str | None = None) -> str:
+    """``kind.venue.symbol``: kind first, so a prefix subscription selects a kind."""
+    return f"{kind}.{venue}.{symbol}" if symbol else f"{kind}.{venue}"

@@ -1,0 +1,207 @@
+"""Configuration: ``deploy/*.toml`` read with tomllib, ``FLOWBOOK_*`` env overrides, validated.
+
+An override names a key path with double underscores: ``FLOWBOOK_GATEWAY__PORT=8081`` sets
+``[gateway] port``, ``FLOWBOOK_VENUES__BINANCE__ENABLED=false`` switches a venue off. The value
+is read as a TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+Every problem is reported as a ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FLOWBOOK_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "demo.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used, with the reason."""
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    name: str
+    plugin: str
+    pub: str
+    control: str
+    ws_url: str
+    rest_url: str
+    bases: tuple[str, ...]
+    quote: str
+    enabled: bool = True
+    sim_port: int | None = None
+    record_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BookConfig:
+    pub: str
+    control: str
+    depth: int = 50
+    depth_interval_ms: int = 50
+    stale_after_s: float = 3.0
+    quote_groups: tuple[tuple[str, ...], ...] = (("USD", "USDT", "USDC"),)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    book: BookConfig
+    gateway: GatewayConfig
+    venues: dict[str, VenueConfig]
+    simulator: dict[str, Any]
+    raw: dict[str, Any]
+
+    def enabled_venues(self) -> list[VenueConfig]:
+        return [v for v in self.venues.values() if v.enabled]
+
+    def venue(self, name: str) -> VenueConfig:
+        try:
+            return self.venues[name]
+        except KeyError:
+            known = ", ".join(sorted(self.venues)) or "none"
+            raise ConfigError(f"{self.path}: no venue {name!r} (configured: {known})") from None
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"x = {text}")["x"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {part!r} is not a table")
+        node[path[-1]] = _parse_env_value(text)
+
+
+def _take(
+    table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...
+) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {key!r} must be {want}, got {value!r}")
+    return value
+
+
+def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
+    value = _take(table, key, str, where)
+    if not value.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ConfigError(f"{where}: {key!r} must be a ZeroMQ endpoint like tcp://127.0.0.1:5551")
+    return value
+
+
+def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
+    where = f"{path} [venues.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    bases = _take(table, "bases", list, where)
+    if not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{where}: 'bases' must be a non-empty list of asset codes")
+    off = set(_take(table, "symbols_off", list, where, []))
+    known = {
+        "enabled",
+        "plugin",
+        "pub",
+        "control",
+        "ws_url",
+        "rest_url",
+        "bases",
+        "quote",
+        "sim_port",
+        "record_dir",
+        "symbols_off",
+    }
+    return VenueConfig(
+        name=name,
+        plugin=_take(table, "plugin", str, where, name),
+        pub=_endpoint(table, "pub", where),
+        control=_endpoint(table, "control", where),
+        ws_url=_take(table, "ws_url", str, where),
+        rest_url=_take(table, "rest_url", str, where, ""),
+        bases=tuple(b.upper() for b in bases if b.upper() not in off),
+        quote=_take(table, "quote", str, where).upper(),
+        enabled=_take(table, "enabled", bool, where, True),
+        sim_port=_take(table, "sim_port", int, where, None),
+        record_dir=_take(table, "record_dir", str, where, None),
+        options={k: v for k, v in table.items() if k not in known},
+    )
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    """Load and validate a config file (default: ``$FLOWBOOK_CONFIG`` or deploy/demo.toml)."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(path or environ.get("FLOWBOOK_CONFIG") or DEFAULT_CONFIG)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    apply_env_overrides(data, environ)
+    book_t = data.get("book", {})
+    where = f"{path} [book]"
+    groups = _take(book_t, "quote_groups", list, where, [["USD", "USDT", "USDC"]])
+    book = BookConfig(
+        pub=_endpoint(book_t, "pub", where),
+        control=_endpoint(book_t, "control", where),
+        depth=_take(book_t, "depth", int, where, 50),
+        depth_interval_ms=_take(book_t, "depth_interval_ms", int, where, 50),
+        stale_after_s=_take(book_t, "stale_after_s", float, where, 3.0),
+        quote_groups=tuple(tuple(q.upper() for q in g) for g in groups),
+        options=book_t,
+    )
+    if book.depth < 1 or book.depth_interval_ms < 0:
+        raise ConfigError(f"{where}: depth must be >= 1 and depth_interval_ms >= 0")
+    gw_t = data.get("gateway", {})
+    gateway = GatewayConfig(
+        host=_take(gw_t, "host", str, f"{path} [gateway]", "127.0.0.1"),
+        port=_take(gw_t, "port", int, f"{path} [gateway]", 8080),
+        options=gw_t,
+    )
+    venues_t = data.get("venues", {})
+    if not isinstance(venues_t, dict):
+        raise ConfigError(f"{path}: [venues] must be a table of venue tables")
+    venues = {name: _venue(name, t, path) for name, t in venues_t.items()}
+    endpoints: dict[str, str] = {book.pub: "book.pub", book.control: "book.control"}
+    for v in venues.values():
+        if not v.enabled:
+            continue
+        for key in ("pub", "control"):
+            ep = getattr(v, key)
+            if ep in endpoints:
+                raise ConfigError(
+                    f"{path}: venues.{v.name}.{key} {ep} already used by {endpoints[ep]}"
+                )
+            endpoints[ep] = f"venues.{v.name}.{key}"
+    return Config(path, book, gateway, venues, data.get("simulator", {}), data)

@@ -1,0 +1,81 @@
+"""Latency histograms and process statistics carried in heartbeats.
+
+Latencies are recorded in microseconds in HDR histograms (hdrhistogram), one per stage; a
+heartbeat carries their percentiles and the gateway turns them into Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psutil
+from hdrh.histogram import HdrHistogram
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+MAX_US = 60_000_000
+
+
+class LatencyHistogram:
+    """HDR histogram of microseconds, 1 µs to 60 s, 3 significant digits."""
+
+    __slots__ = ("hist", "total")
+
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(1, MAX_US, 3)
+        self.total = 0
+
+    def record_ns(self, ns: int) -> None:
+        us = ns // 1000
+        self.hist.record_value(1 if us < 1 else min(us, MAX_US))
+        self.total += 1
+
+    def summary(self) -> dict[str, float]:
+        h = self.hist
+        if h.get_total_count() == 0:
+            return {"count": 0, "total": self.total}
+        out = {f"p{p:g}": float(h.get_value_at_percentile(p)) for p in PERCENTILES}
+        out["max"] = float(h.get_max_value())
+        out["mean"] = round(h.get_mean_value(), 1)
+        out["count"] = h.get_total_count()
+        out["total"] = self.total
+        return out
+
+    def reset(self) -> None:
+        self.hist.reset()
+
+
+class ProcessStats:
+    """CPU% and RSS of this process, for heartbeats."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process(os.getpid())
+        self.proc.cpu_percent(None)
+
+    def sample(self) -> dict[str, Any]:
+        with self.proc.oneshot():
+            return {
+                "pid": self.proc.pid,
+                "cpu_percent": self.proc.cpu_percent(None),
+                "rss_bytes": self.proc.memory_info().rss,
+            }
+
+
+class RateMeter:
+    """Messages per second over the last heartbeat interval."""
+
+    __slots__ = ("count", "last_count", "last_t")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_count = 0
+        self.last_t = 0.0
+
+    def rate(self, now: float) -> float:
+        if not self.last_t:
+            self.last_t, self.last_count = now, self.count
+            return 0.0
+        dt = now - self.last_t
+        r = (self.count - self.last_count) / dt if dt > 0 else 0.0
+        self.last_t, self.last_count = now, self.count
+        return round(r, 1)

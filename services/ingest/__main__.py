@@ -1,0 +1,48 @@
+"""``python -m services.ingest <venue> [--config FILE]``: one venue's ingest process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from common.bus import Publisher
+from common.config import ConfigError, load
+from common.logs import setup_logging
+from services.ingest.runner import IngestRunner, load_plugin
+
+log = logging.getLogger("flowbook.ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.ingest", description=__doc__)
+    ap.add_argument("venue", help="venue name, a [venues.<name>] section of the config")
+    ap.add_argument("--config", help="config file (default $FLOWBOOK_CONFIG or deploy/demo.toml)")
+    args = ap.parse_args(argv)
+    setup_logging(f"ingest-{args.venue}")
+    try:
+        cfg = load(args.config)
+        venue = cfg.venue(args.venue)
+        plugin = load_plugin(venue)
+    except (ConfigError, ModuleNotFoundError) as exc:
+        print(f"flowbook ingest: {exc}", file=sys.stderr)
+        return 2
+    if not venue.enabled:
+        print(f"flowbook ingest: venue {venue.name} is disabled in {cfg.path}", file=sys.stderr)
+        return 2
+    publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
+    runner = IngestRunner(venue, plugin, publisher)
+    try:
+        asyncio.run(runner.run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if runner.recorder:
+            runner.recorder.close()
+        publisher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

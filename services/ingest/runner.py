@@ -1,0 +1,441 @@
+"""The ingest runner: all I/O of one venue process, the same for every venue.
+
+Per connection: connect, subscribe, read, app-level keepalive, a no-data watchdog, planned
+reconnects, backoff. Per instrument: the sync state machine (``sync.py``) fed with live frames
+and with REST snapshots injected as synthetic messages. Everything valid goes on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from common.bus import Publisher
+from common.codec import levels_out, topic
+from common.config import VenueConfig
+from common.metrics import LatencyHistogram, ProcessStats, RateMeter
+from common.model import (
+    BookUpdate,
+    ConnectionGap,
+    ConnectionSpec,
+    Instrument,
+    Reconnect,
+    Reply,
+    TradeBatch,
+)
+from services.ingest.backoff import Backoff
+from services.ingest.recorder import Recorder
+from services.ingest.rest import RestClient, RestError
+from services.ingest.sync import InstrumentSync, Publish, Resync
+from services.ingest.venue import VenuePlugin
+
+log = logging.getLogger("flowbook.ingest")
+
+
+@dataclass
+class _Conn:
+    spec: ConnectionSpec
+    ws: ClientConnection
+    last_rx: float
+
+
+def load_plugin(cfg: VenueConfig) -> VenuePlugin:
+    module = importlib.import_module(f"services.ingest.venues.{cfg.plugin.replace('-', '_')}")
+    return module.PLUGIN(cfg)
+
+
+class IngestRunner:
+    def __init__(self, cfg: VenueConfig, plugin: VenuePlugin, publisher: Publisher) -> None:
+        self.cfg = cfg
+        self.plugin = plugin
+        self.venue = cfg.name
+        self.bus = publisher
+        self.bus.snapshot_provider = self.snapshots_for
+        self.rest = RestClient(self.venue, plugin.rest_weight_per_minute)
+        self.recorder = Recorder(cfg.record_dir, self.venue) if cfg.record_dir else None
+        self.syncs: dict[str, InstrumentSync] = {}
+        self.conn_state: dict[str, str] = {}
+        self.metadata_error: str | None = "loading instruments"
+        self.frames = RateMeter()
+        self.bytes = 0
+        self.parse_errors = 0
+        self.reconnects = 0
+        self.trades = 0
+        self.latency = LatencyHistogram()
+        self.proc = ProcessStats()
+        self._tasks: set[asyncio.Task] = set()
+        self._conns: dict[str, _Conn] = {}  # native symbol -> its open connection
+
+    # -- start-up ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.bus.attach(loop)
+        self._spawn(self.bus.heartbeat_loop(self.stats))
+        instruments = await self._load_instruments()
+        for inst in instruments:
+            self.syncs[inst.native] = InstrumentSync(inst, self.plugin)
+        specs = self.plugin.connections(instruments)
+        await asyncio.gather(*(self._connection_loop(spec) for spec in specs))
+
+    async def _load_instruments(self) -> list[Instrument]:
+        backoff = Backoff()
+        while True:
+            try:
+                bodies = [await self.rest.get(r) for r in self.plugin.metadata_requests()]
+                instruments = self.plugin.parse_metadata(bodies)
+            except (RestError, ValueError, KeyError, TypeError) as exc:
+                self.metadata_error = f"instrument metadata: {exc}"
+                delay = backoff.next_delay()
+                log.warning("%s: %s; retrying in %.1fs", self.venue, self.metadata_error, delay)
+                await asyncio.sleep(delay)
+                continue
+            missing = set(self.cfg.bases) - {i.base for i in instruments}
+            if missing:
+                log.warning("%s: no %s market for %s", self.venue, self.cfg.quote, sorted(missing))
+            log.info(
+                "%s: %d instruments: %s",
+                self.venue,
+                len(instruments),
+                " ".join(i.symbol for i in instruments),
+            )
+            self.metadata_error = None
+            return instruments
+
+    # -- connections ------------------------------------------------------------------------
+    async def _connection_loop(self, spec: ConnectionSpec) -> None:
+        label = spec.label or spec.url
+        backoff = Backoff()
+        while True:
+            self.conn_state[label] = "connecting"
+            try:
+                async with connect(
+                    spec.url,
+                    max_size=self.plugin.max_frame_bytes,
+                    open_timeout=10,
+                    close_timeout=2,
+                    ping_interval=20,
+                    ping_timeout=20,
+                ) as ws:
+                    backoff.connected()
+                    self.conn_state[label] = "open"
+                    log.info("%s: connected %s", self.venue, label)
+                    await self._serve(spec, ws)
+                    reason = "closed"
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            self.conn_state[label] = "down"
+            self.reconnects += 1
+            self._reset_books(spec.instruments, f"connection {reason}")
+            delay = backoff.next_delay()
+            log.warning(
+                "%s: connection %s lost (%s); reconnecting in %.2fs",
+                self.venue,
+                label,
+                reason,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _serve(self, spec: ConnectionSpec, ws: ClientConnection) -> None:
+        for inst in spec.instruments:
+            self.syncs[inst.native].reset("syncing")
+        conn = _Conn(spec, ws, time.monotonic())
+        for inst in spec.instruments:
+            self._conns[inst.native] = conn
+        for msg in spec.subscribe:
+            await ws.send(msg)
+        parser = self.plugin.new_parser(spec)
+        watch = asyncio.create_task(self._watchdog(conn))
+        try:
+            async for frame in ws:
+                ts_recv = time.time_ns()
+                conn.last_rx = time.monotonic()
+                self.frames.count += 1
+                self.bytes += len(frame)
+                if self.recorder:
+                    self.recorder.write(spec.label, ts_recv, frame)
+                try:
+                    events = parser.parse(frame, ts_recv)
+                except Exception as exc:
+                    self.parse_errors += 1
+                    log.warning(
+                        "%s: malformed frame skipped (%s: %s): %.200r",
+                        self.venue,
+                        type(exc).__name__,
+                        exc,
+                        frame,
+                    )
+                    continue
+                for ev in events:
+                    if type(ev) is BookUpdate:
+                        ev.ts_recv = ts_recv
+                        self._on_book(ev)
+                    elif type(ev) is TradeBatch:
+                        self._on_trades(ev, ts_recv)
+                    elif type(ev) is Reply:
+                        await ws.send(ev.text)
+                    elif type(ev) is Reconnect:
+                        log.info("%s: venue asks to reconnect: %s", self.venue, ev.reason)
+                        return
+                    elif type(ev) is ConnectionGap:
+                        for inst in spec.instruments:
+                            self.syncs[inst.native].counters.gaps += 1
+                        log.warning(
+                            "%s: %s: resync every book on %s", self.venue, ev.reason, spec.label
+                        )
+                        return
+        finally:
+            watch.cancel()
+            for inst in spec.instruments:
+                if self._conns.get(inst.native) is conn:
+                    del self._conns[inst.native]
+
+    async def _watchdog(self, conn: _Conn) -> None:
+        """No data for ``watchdog_s``, or past the planned lifetime: close, reconnect. Also
+        sends the venue's app-level ping."""
+        spec, ws = conn.spec, conn.ws
+        opened = last_ping = time.monotonic()
+        plugin = self.plugin
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if now - conn.last_rx > plugin.watchdog_s:
+                log.warning(
+                    "%s: no data for %.1fs on %s: reconnecting",
+                    self.venue,
+                    now - conn.last_rx,
+                    spec.label,
+                )
+                break
+            if plugin.max_connection_age_s and now - opened > plugin.max_connection_age_s:
+                log.info("%s: planned reconnect of %s", self.venue, spec.label)
+                break
+            if plugin.ping_interval_s and now - last_ping >= plugin.ping_interval_s:
+                last_ping = now
+                with contextlib.suppress(WebSocketException):
+                    await ws.send(plugin.ping_message)
+        # a stalled peer may never answer a close handshake: drop the TCP connection
+        ws.transport.abort()
+
+    # -- books and trades -------------------------------------------------------------------
+    def _on_book(self, upd: BookUpdate) -> None:
+        sync = self.syncs.get(upd.native)
+        if sync is None:
+            return
+        action = sync.on_update(upd)
+        if action is not None:
+            self._act(sync, action, upd.ts_recv)
+        if (
+            sync.rest_mode
+            and sync.state == "syncing"
+            and sync.buffer
+            and not sync.snapshot_requested
+        ):
+            sync.snapshot_requested = True
+            self._spawn(self._fetch_snapshot(sync))
+
+    def _act(self, sync: InstrumentSync, action: Publish | Resync, ts_recv: int) -> None:
+        inst = sync.inst
+        if type(action) is Publish:
+            if action.snapshot:
+                self.bus.publish(
+                    topic("book", self.venue, inst.symbol), self._snapshot_body(sync, ts_recv)
+                )
+            else:
+                self.bus.publish(
+                    topic("book", self.venue, inst.symbol),
+                    {
+                        "type": "delta",
+                        "venue": self.venue,
+                        "symbol": inst.symbol,
+                        "state": "live",
+                        "bids": levels_out(action.bids),
+                        "asks": levels_out(action.asks),
+                        "ts_exch": sync.last_ts_exch,
+                        "ts_recv": ts_recv,
+                    },
+                )
+            self.latency.record_ns(time.time_ns() - ts_recv)
+            return
+        log.warning("%s %s: %s (%s): resync", self.venue, inst.symbol, action.kind, action.reason)
+        self._publish_state(sync, action.kind, ts_recv)
+        if not sync.rest_mode:
+            self._resubscribe(sync)
+
+    def _resubscribe(self, sync: InstrumentSync) -> None:
+        conn = self._conns.get(sync.inst.native)
+        if conn is None:
+            return  # not connected: the reconnect brings a fresh snapshot
+        msgs = self.plugin.resubscribe(sync.inst)
+        if msgs is None:
+            self._spawn(conn.ws.close(4001, "resync"))
+            return
+        for m in msgs:
+            self._spawn(conn.ws.send(m))
+
+    def _publish_state(self, sync: InstrumentSync, reason: str, ts_recv: int) -> None:
+        inst = sync.inst
+        self.bus.publish(
+            topic("book", self.venue, inst.symbol),
+            {
+                "type": "state",
+                "venue": self.venue,
+                "symbol": inst.symbol,
+                "state": sync.state,
+                "reason": reason,
+                "ts_recv": ts_recv,
+            },
+        )
+
+    def _snapshot_body(self, sync: InstrumentSync, ts_recv: int) -> dict[str, Any]:
+        book = sync.book
+        return {
+            "type": "snapshot",
+            "venue": self.venue,
+            "symbol": sync.inst.symbol,
+            "state": "live",
+            "bids": levels_out(book.top_bids(len(book.bids))),
+            "asks": levels_out(book.top_asks(len(book.asks))),
+            "ts_exch": sync.last_ts_exch,
+            "ts_recv": ts_recv,
+        }
+
+    def _reset_books(self, instruments: list[Instrument], reason: str) -> None:
+        now = time.time_ns()
+        for inst in instruments:
+            sync = self.syncs[inst.native]
+            sync.reset("syncing")
+            self._publish_state(sync, reason, now)
+
+    async def _fetch_snapshot(self, sync: InstrumentSync) -> None:
+        generation = sync.generation
+        req = self.plugin.snapshot_request(sync.inst)
+        try:
+            body = await self.rest.get(req)
+        except RestError as exc:
+            log.error("%s %s: snapshot failed: %s", self.venue, sync.inst.symbol, exc)
+            await asyncio.sleep(1.0)
+            if sync.generation == generation:
+                sync.snapshot_requested = False
+            return
+        if sync.generation != generation:
+            return
+        ts_recv = time.time_ns()
+        try:
+            snap = self.plugin.parse_snapshot(sync.inst, body, ts_recv)
+        except Exception as exc:
+            self.parse_errors += 1
+            log.warning(
+                "%s %s: malformed snapshot (%s): %.200r", self.venue, sync.inst.symbol, exc, body
+            )
+            sync.snapshot_requested = False
+            return
+        snap.ts_recv = ts_recv
+        self._on_book(snap)
+
+    def _on_trades(self, batch: TradeBatch, ts_recv: int) -> None:
+        by_native: dict[str, list[dict[str, Any]]] = {}
+        for t in batch.trades:
+            by_native.setdefault(t.native, []).append(
+                {
+                    "price": t.price,
+                    "size": t.size,
+                    "side": t.side,
+                    "id": t.trade_id,
+                    "ts_exch": t.ts_exch,
+                }
+            )
+        for native, trades in by_native.items():
+            sync = self.syncs.get(native)
+            if sync is None:
+                continue
+            self.trades += len(trades)
+            symbol = sync.inst.symbol
+            self.bus.publish(
+                topic("trade", self.venue, symbol),
+                {
+                    "type": "trades",
+                    "venue": self.venue,
+                    "symbol": symbol,
+                    "trades": trades,
+                    "ts_recv": ts_recv,
+                },
+            )
+
+    # -- resync service and stats -----------------------------------------------------------
+    def snapshots_for(self, prefixes: list[str]):
+        now = time.time_ns()
+        for sync in self.syncs.values():
+            t = topic("book", self.venue, sync.inst.symbol)
+            if not any(t.startswith(p) for p in prefixes):
+                continue
+            if sync.state == "live":
+                yield t, self._snapshot_body(sync, now)
+            else:
+                yield (
+                    t,
+                    {
+                        "type": "state",
+                        "venue": self.venue,
+                        "symbol": sync.inst.symbol,
+                        "state": sync.state,
+                        "reason": "resync requested",
+                        "ts_recv": now,
+                    },
+                )
+
+    def venue_state(self) -> str:
+        if self.metadata_error or not self.conn_state:
+            return "down"
+        if any(s != "open" for s in self.conn_state.values()):
+            return "down" if all(s != "open" for s in self.conn_state.values()) else "syncing"
+        return "live" if all(s.state == "live" for s in self.syncs.values()) else "syncing"
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        instruments = {}
+        for sync in self.syncs.values():
+            c = sync.counters
+            instruments[sync.inst.symbol] = {
+                "state": sync.state,
+                "gaps": c.gaps,
+                "resyncs": c.resyncs,
+                "checksum_failures": c.checksum_failures,
+                "crossed": c.crossed,
+                "bids": len(sync.book.bids),
+                "asks": len(sync.book.asks),
+            }
+        return {
+            "venue": self.venue,
+            "venue_state": self.venue_state(),
+            "error": self.metadata_error,
+            "connections": dict(self.conn_state),
+            "instruments": instruments,
+            "frames": self.frames.count,
+            "msg_rate": self.frames.rate(now),
+            "bytes": self.bytes,
+            "trades": self.trades,
+            "parse_errors": self.parse_errors,
+            "reconnects": self.reconnects,
+            "gaps": sum(s.counters.gaps for s in self.syncs.values()),
+            "resyncs": sum(s.counters.resyncs for s in self.syncs.values()),
+            "checksum_failures": sum(s.counters.checksum_failures for s in self.syncs.values()),
+            "rest_calls": self.rest.calls,
+            "rest_rate_limited": self.rest.rate_limited,
+            "latency_us": {"ingest": self.latency.summary()},
+            "process": self.proc.sample(),
+        }
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

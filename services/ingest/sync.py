@@ -1,0 +1,158 @@
+"""Per-instrument sync state machine: ``connecting -> syncing -> live -> (gap|checksum) -> syncing``.
+
+Plain data and pure decisions: ``InstrumentSync.on_update`` takes one normalized book message
+(live, replayed or a synthetic REST snapshot) and returns what the runner must do. The venue's
+own rule (``VenuePlugin.check_delta``/``verify``) decides continuity; this module owns the
+buffering, the reset of one instrument alone, and the never-publish-a-crossed-book rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.book import OrderBook
+from common.model import BookUpdate, Instrument, SyncState
+from services.ingest.venue import VenuePlugin, Verdict
+
+MAX_BUFFERED = 5000
+
+
+@dataclass(slots=True)
+class Publish:
+    """Publish the book: a full snapshot, or the levels this update changed."""
+
+    snapshot: bool
+    bids: list[tuple[float, float]] = field(default_factory=list)
+    asks: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Resync:
+    """The book is unusable: tell consumers, then get a fresh snapshot (REST or resubscribe)."""
+
+    reason: str
+    kind: str  # "gap", "checksum", "crossed", "buffer", "stale_snapshot"
+
+
+@dataclass(slots=True)
+class SyncCounters:
+    gaps: int = 0
+    checksum_failures: int = 0
+    crossed: int = 0
+    resyncs: int = 0
+    snapshots: int = 0
+    skipped: int = 0
+
+
+class InstrumentSync:
+    def __init__(self, inst: Instrument, plugin: VenuePlugin) -> None:
+        self.inst = inst
+        self.plugin = plugin
+        self.rest_mode = plugin.snapshot_source == "rest"
+        self.book = OrderBook(keep_raw=plugin.keep_raw_levels)
+        self.state: SyncState = "connecting"
+        self.last_id: int | None = None
+        self.buffer: list[BookUpdate] = []
+        self.counters = SyncCounters()
+        self.generation = 0  # bumped on every reset: a REST snapshot of an older one is dropped
+        self.snapshot_requested = False
+        self.last_ts_exch: int | None = None
+
+    def reset(self, state: SyncState = "syncing") -> None:
+        """Forget the book (connection lost, or a resync starts)."""
+        self.state = state
+        self.book.clear()
+        self.buffer.clear()
+        self.last_id = None
+        self.generation += 1
+        self.snapshot_requested = False
+
+    def on_update(self, upd: BookUpdate) -> Publish | Resync | None:
+        if upd.is_snapshot:
+            return self._on_snapshot(upd)
+        if self.state != "live":
+            if self.rest_mode:
+                self.buffer.append(upd)
+                if len(self.buffer) > MAX_BUFFERED:
+                    return self._fail("buffer", f"{len(self.buffer)} diffs buffered, no snapshot")
+            return None
+        verdict = self.plugin.check_delta(self.last_id, upd, False)
+        if verdict is Verdict.SKIP:
+            self.counters.skipped += 1
+            return None
+        if verdict is Verdict.GAP:
+            return self._fail("gap", self._gap_text(upd))
+        return self._apply(upd, Publish(False))
+
+    def _on_snapshot(self, snap: BookUpdate) -> Publish | Resync | None:
+        self.book.replace_raw(snap.bids, snap.asks)
+        self.last_id = snap.last_id
+        self.counters.snapshots += 1
+        self.snapshot_requested = False
+        if snap.ts_exch:
+            self.last_ts_exch = snap.ts_exch
+        if self.rest_mode:
+            buffered, self.buffer = self.buffer, []
+            first = True
+            for upd in buffered:
+                verdict = self.plugin.check_delta(self.last_id, upd, first)
+                if verdict is Verdict.SKIP:
+                    self.counters.skipped += 1
+                    continue
+                if verdict is Verdict.GAP:
+                    kind = "stale_snapshot" if first else "gap"
+                    return self._fail(kind, self._gap_text(upd))
+                first = False
+                self.book.apply_raw(upd.bids, upd.asks)
+                self.last_id = self.plugin.next_id(self.last_id, upd)
+        if self.plugin.book_depth:
+            self.book.truncate(self.plugin.book_depth)
+        problem = self._check_book(snap)
+        if problem:
+            return problem
+        self.state = "live"
+        return Publish(True)
+
+    def _apply(self, upd: BookUpdate, out: Publish) -> Publish | Resync:
+        book = self.book
+        book.apply_raw(upd.bids, upd.asks)
+        self.last_id = self.plugin.next_id(self.last_id, upd)
+        if upd.ts_exch:
+            self.last_ts_exch = upd.ts_exch
+        out.bids = [(float(p), float(s)) for p, s in upd.bids]
+        out.asks = [(float(p), float(s)) for p, s in upd.asks]
+        if self.plugin.book_depth:
+            gone_bids, gone_asks = book.truncate(self.plugin.book_depth)
+            out.bids.extend((p, 0.0) for p in gone_bids)
+            out.asks.extend((p, 0.0) for p in gone_asks)
+        problem = self._check_book(upd)
+        if problem:
+            return problem
+        return out
+
+    def _check_book(self, upd: BookUpdate) -> Resync | None:
+        failure = self.plugin.verify(self.inst, self.book, upd)
+        if failure:
+            return self._fail("checksum", failure)
+        if self.book.is_crossed():
+            bid, ask = self.book.best_bid(), self.book.best_ask()
+            return self._fail("crossed", f"book crossed: bid {bid} >= ask {ask}")
+        return None
+
+    def _fail(self, kind: str, reason: str) -> Resync:
+        c = self.counters
+        if kind in ("gap", "buffer"):
+            c.gaps += 1
+        elif kind == "checksum":
+            c.checksum_failures += 1
+        elif kind == "crossed":
+            c.crossed += 1
+        c.resyncs += 1
+        self.reset("syncing")
+        return Resync(reason, kind)
+
+    def _gap_text(self, upd: BookUpdate) -> str:
+        return (
+            f"continuity broken at id {self.last_id}: update first={upd.first_id} "
+            f"last={upd.last_id} prev={upd.prev_id}"
+        )

@@ -1,0 +1,100 @@
+"""What a venue plugin is: declarative transport facts plus pure parsing.
+
+A plugin never touches a socket, HTTP, a clock or a sleep: frames and their receive time go in,
+normalized events (``common.model``) come out. The runner does all I/O and never names a venue.
+Subclass ``VenuePlugin`` in ``services/ingest/venues/<name>.py`` and set ``PLUGIN = YourClass``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from common.book import OrderBook
+from common.config import VenueConfig
+from common.model import BookUpdate, ConnectionSpec, Event, HttpRequest, Instrument
+
+
+class ParseError(ValueError):
+    """A frame the plugin cannot read; the runner logs it with the venue, counts it, skips it."""
+
+
+class Verdict(enum.Enum):
+    APPLY = "apply"
+    SKIP = "skip"  # older than the book: drop silently (Binance u <= lastUpdateId)
+    GAP = "gap"  # continuity broken: resync this instrument
+
+
+class FrameParser:
+    """Turns frames of one connection into events. Stateless plugins use themselves; a venue
+    whose sequence spans a connection (Coinbase ``sequence_num``) returns a fresh stateful
+    parser per connection from ``VenuePlugin.new_parser``."""
+
+    def parse(self, frame: str | bytes, ts_recv: int) -> list[Event]:
+        raise NotImplementedError
+
+
+class VenuePlugin(FrameParser):
+    #: where a book's initial state comes from: a REST call stitched to the stream, or the stream
+    snapshot_source: Literal["rest", "stream"] = "stream"
+    #: keep the exchange's price/size strings in the book (for checksums over original strings)
+    keep_raw_levels: bool = False
+    #: app-level keepalive: text to send every ``ping_interval_s`` seconds
+    ping_interval_s: float | None = None
+    ping_message: str | None = None
+    #: no frame of any kind for this long: the connection is dead, reconnect
+    watchdog_s: float = 30.0
+    #: planned reconnect before the venue closes the connection itself (Binance: 24 h)
+    max_connection_age_s: float | None = None
+    #: subscribed depth to truncate to after each update (Kraken sends no out-of-scope deletes)
+    book_depth: int | None = None
+    #: largest frame accepted (Coinbase full-book snapshots are several MB)
+    max_frame_bytes: int = 16 * 1024 * 1024
+    #: token-bucket budget of REST weight per minute
+    rest_weight_per_minute: int = 1200
+
+    def __init__(self, cfg: VenueConfig) -> None:
+        self.cfg = cfg
+        self.venue = cfg.name
+
+    # -- metadata ---------------------------------------------------------------------------
+    def metadata_requests(self) -> list[HttpRequest]:
+        raise NotImplementedError
+
+    def parse_metadata(self, bodies: list[bytes]) -> list[Instrument]:
+        """The configured instruments (``cfg.bases`` against ``cfg.quote``) from the venue's
+        own metadata; never by slicing symbol strings."""
+        raise NotImplementedError
+
+    # -- transport --------------------------------------------------------------------------
+    def connections(self, instruments: list[Instrument]) -> list[ConnectionSpec]:
+        raise NotImplementedError
+
+    def new_parser(self, conn: ConnectionSpec) -> FrameParser:
+        return self
+
+    def resubscribe(self, inst: Instrument) -> list[str] | None:
+        """Messages that make the venue send a fresh snapshot of one instrument on the open
+        connection; None means the runner must reconnect instead."""
+        return None
+
+    # -- snapshots (snapshot_source == "rest") ----------------------------------------------
+    def snapshot_request(self, inst: Instrument) -> HttpRequest:
+        raise NotImplementedError
+
+    def parse_snapshot(self, inst: Instrument, body: bytes, ts_recv: int) -> BookUpdate:
+        raise NotImplementedError
+
+    # -- integrity --------------------------------------------------------------------------
+    def check_delta(self, last_id: int | None, update: BookUpdate, first: bool) -> Verdict:
+        """The venue's continuity rule for a delta, given the id the book is at. ``first`` is
+        True for the first delta applied after a REST snapshot."""
+        return Verdict.APPLY
+
+    def next_id(self, last_id: int | None, update: BookUpdate) -> int | None:
+        """The id the book is at after applying ``update``."""
+        return update.last_id if update.last_id is not None else last_id
+
+    def verify(self, inst: Instrument, book: OrderBook, update: BookUpdate) -> str | None:
+        """Check the book after applying ``update`` (a checksum); a string says what failed."""
+        return None

@@ -1,0 +1,110 @@
+"""The Binance Spot sync rule on hand-made sequences (exchanges.md section 1.3)."""
+
+from __future__ import annotations
+
+import orjson
+
+from common.model import BookUpdate
+from services.ingest.sync import Publish, Resync
+from tests.venues import SyncLog, plugin_for, sync_for
+
+
+def diff(first: int, last: int, bids=(), asks=()) -> BookUpdate:
+    return BookUpdate("BTCUSDT", False, list(bids), list(asks), first_id=first, last_id=last)
+
+
+def snapshot(last_id: int, bids, asks) -> BookUpdate:
+    return BookUpdate("BTCUSDT", True, list(bids), list(asks), last_id=last_id)
+
+
+def machine():
+    plugin = plugin_for("binance")
+    return SyncLog(sync_for(plugin, "BTCUSDT", "BTC", "USDT"))
+
+
+BIDS = [("100.00", "1.0"), ("99.00", "2.0")]
+ASKS = [("101.00", "1.5"), ("102.00", "3.0")]
+
+
+def test_first_diff_straddling_lastupdateid_plus_one_is_applied():
+    m = machine()
+    # buffered before the snapshot arrives: one too old, one straddling 1001
+    assert m.feed(diff(990, 1000, bids=[("98.00", "9")])) is None
+    assert m.feed(diff(1001, 1003, bids=[("100.00", "0")])) is None
+    out = m.feed(snapshot(1000, BIDS, ASKS))
+    assert isinstance(out, Publish) and out.snapshot
+    book = m.sync.book
+    assert book.best_bid() == (99.0, 2.0)  # 100 deleted by the straddling diff
+    assert 98.0 not in book.bids  # the old diff (u <= lastUpdateId) was dropped
+    assert m.sync.last_id == 1003 and m.sync.state == "live"
+
+
+def test_u_equal_lastupdateid_plus_one_exactly_is_the_common_real_case():
+    m = machine()
+    m.feed(diff(1001, 1001, asks=[("101.00", "0")]))
+    out = m.feed(snapshot(1000, BIDS, ASKS))
+    assert isinstance(out, Publish)
+    assert m.sync.book.best_ask() == (102.0, 3.0)
+
+
+def test_snapshot_older_than_the_buffer_is_refused():
+    m = machine()
+    m.feed(diff(1005, 1010))
+    out = m.feed(snapshot(1000, BIDS, ASKS))
+    assert isinstance(out, Resync) and out.kind == "stale_snapshot"
+    assert m.sync.state == "syncing" and len(m.sync.book) == 0
+
+
+def test_gap_in_live_stream_resyncs_that_instrument_and_stops_publishing():
+    m = machine()
+    m.feed(diff(1001, 1002))
+    m.feed(snapshot(1000, BIDS, ASKS))
+    assert isinstance(m.feed(diff(1003, 1004, bids=[("99.50", "1")])), Publish)
+    out = m.feed(diff(1006, 1007))  # 1005 missing
+    assert isinstance(out, Resync) and out.kind == "gap"
+    assert m.sync.counters.gaps == 1 and m.sync.state == "syncing"
+    # while syncing, diffs are buffered, not published
+    assert m.feed(diff(1008, 1009)) is None
+    assert len(m.sync.buffer) == 1
+
+
+def test_duplicate_and_old_diffs_are_skipped_not_gaps():
+    m = machine()
+    m.feed(diff(1001, 1002))
+    m.feed(snapshot(1000, BIDS, ASKS))
+    assert m.feed(diff(1001, 1002)) is None
+    assert m.sync.counters.skipped >= 1 and m.sync.state == "live"
+
+
+def test_a_diff_that_crosses_the_book_is_treated_like_a_gap():
+    m = machine()
+    m.feed(diff(1001, 1001))
+    m.feed(snapshot(1000, BIDS, ASKS))
+    out = m.feed(diff(1002, 1002, bids=[("101.50", "1")]))
+    assert isinstance(out, Resync) and out.kind == "crossed"
+    assert m.sync.counters.crossed == 1
+
+
+def test_trade_side_is_the_taker_side():
+    plugin = plugin_for("binance")
+    frame = orjson.dumps(
+        {"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 7,
+         "p": "61837.63000000", "q": "0.02000000", "T": 1723161255342, "m": True, "M": True}}
+    )
+    (batch,) = plugin.parse(frame, 0)
+    (trade,) = batch.trades
+    assert (trade.price, trade.size, trade.side, trade.trade_id) == (61837.63, 0.02, "sell", "7")
+    assert trade.ts_exch == 1723161255342 * 1_000_000
+
+
+def test_exchange_info_names_instruments_from_metadata():
+    plugin = plugin_for("binance", bases=("BTC", "DOGE"))
+    info = {"symbols": [
+        {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
+         "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.01000000"},
+                     {"filterType": "LOT_SIZE", "stepSize": "0.00001000"}]},
+        {"symbol": "BTCUSDC", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDC"},
+        {"symbol": "1000DOGEUSDT", "status": "TRADING", "baseAsset": "1000DOGE", "quoteAsset": "USDT"},
+    ]}
+    (inst,) = plugin.parse_metadata([orjson.dumps(info)])
+    assert inst.symbol == "BTC-USDT" and inst.price_precision == 2 and inst.qty_precision == 5

@@ -1,0 +1,54 @@
+"""Bus payload codec round-trips, and configuration errors that name the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.codec import SCHEMA_VERSION, DecodeError, decode, encode, topic
+from common.config import ConfigError, load
+
+
+@pytest.mark.parametrize("price", [61837.63, 0.00001305, 29430.2, 1e-8, 65114.2, 0.1 + 0.2])
+def test_prices_round_trip_exactly(price):
+    msg = {"v": SCHEMA_VERSION, "bids": [[price, 0.00583]], "ts_recv": 1723161255342000000}
+    back = decode(encode(msg))
+    assert back == msg and back["bids"][0][0] == price
+
+
+def test_decode_rejects_bad_frames_with_reasons():
+    with pytest.raises(DecodeError, match="not JSON"):
+        decode(b"{nope")
+    with pytest.raises(DecodeError, match="not an object"):
+        decode(b"[1]")
+    with pytest.raises(DecodeError, match="schema version 99"):
+        decode(b'{"v":99}')
+
+
+def test_topic_names_put_kind_first():
+    assert topic("book", "binance", "BTC-USDT") == "book.binance.BTC-USDT"
+    assert topic("hb", "ingest-binance") == "hb.ingest-binance"
+
+
+def test_demo_config_loads_and_env_overrides_apply():
+    cfg = load(environ={"FLOWBOOK_GATEWAY__PORT": "8099", "FLOWBOOK_VENUES__BINANCE__ENABLED": "false"})
+    assert cfg.gateway.port == 8099
+    assert not cfg.venues["binance"].enabled
+    assert cfg.venues["binance"].bases[0] == "BTC"
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+                   '[venues.x]\npub = "127.0.0.1:5"\n')
+    with pytest.raises(ConfigError, match=r"\[venues.x\].*bases"):
+        load(bad, environ={})
+    bad.write_text("[book\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.toml", environ={})
+    bad.write_text('[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+                   '[venues.x]\nbases = ["BTC"]\nquote = "USDT"\nws_url = "ws://x"\n'
+                   'pub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:3"\n')
+    with pytest.raises(ConfigError, match="already used by book.pub"):
+        load(bad, environ={})
