@@ -12,3 +12,5 @@ def setup_logging(service: str) -> None:
         level=getattr(logging, level, logging.INFO),
         format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -26,6 +26,7 @@ from common.model import (
     BookUpdate,
     ConnectionGap,
     ConnectionSpec,
+    HttpRequest,
     Instrument,
     Reconnect,
     Reply,
@@ -38,6 +39,8 @@ from services.ingest.sync import InstrumentSync, Publish, Resync
 from services.ingest.venue import VenuePlugin
 
 log = logging.getLogger("flowbook.ingest")
+
+MAX_METADATA_PAGES = 100  # a venue that keeps returning a cursor is broken, not large
 
 
 @dataclass
@@ -89,7 +92,15 @@ class IngestRunner:
         backoff = Backoff()
         while True:
             try:
-                bodies = [await self.rest.get(r) for r in self.plugin.metadata_requests()]
+                bodies = []
+                for req in self.plugin.metadata_requests():
+                    page: HttpRequest | None = req
+                    while page is not None:
+                        if len(bodies) >= MAX_METADATA_PAGES:
+                            raise ValueError(f"more than {MAX_METADATA_PAGES} pages")
+                        body = await self.rest.get(page)
+                        bodies.append(body)
+                        page = self.plugin.metadata_next(page, body)
                 instruments = self.plugin.parse_metadata(bodies)
             except (RestError, ValueError, KeyError, TypeError) as exc:
                 self.metadata_error = f"instrument metadata: {exc}"
@@ -152,6 +163,8 @@ class IngestRunner:
             self._conns[inst.native] = conn
         for msg in spec.subscribe:
             await ws.send(msg)
+        for inst in spec.instruments:
+            self._request_snapshot(self.syncs[inst.native])
         parser = self.plugin.new_parser(spec)
         watch = asyncio.create_task(self._watchdog(conn))
         try:
@@ -233,12 +246,10 @@ class IngestRunner:
         action = sync.on_update(upd)
         if action is not None:
             self._act(sync, action, upd.ts_recv)
-        if (
-            sync.rest_mode
-            and sync.state == "syncing"
-            and sync.buffer
-            and not sync.snapshot_requested
-        ):
+
+    def _request_snapshot(self, sync: InstrumentSync) -> None:
+        """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it."""
+        if sync.rest_mode and not sync.snapshot_requested:
             sync.snapshot_requested = True
             self._spawn(self._fetch_snapshot(sync))
 
@@ -267,7 +278,10 @@ class IngestRunner:
             return
         log.warning("%s %s: %s (%s): resync", self.venue, inst.symbol, action.kind, action.reason)
         self._publish_state(sync, action.kind, ts_recv)
-        if not sync.rest_mode:
+        if sync.rest_mode:
+            if self._conns.get(inst.native) is not None:
+                self._request_snapshot(sync)
+        else:
             self._resubscribe(sync)
 
     def _resubscribe(self, sync: InstrumentSync) -> None:
@@ -323,8 +337,9 @@ class IngestRunner:
         except RestError as exc:
             log.error("%s %s: snapshot failed: %s", self.venue, sync.inst.symbol, exc)
             await asyncio.sleep(1.0)
-            if sync.generation == generation:
+            if sync.generation == generation and self._conns.get(sync.inst.native):
                 sync.snapshot_requested = False
+                self._request_snapshot(sync)
             return
         if sync.generation != generation:
             return
@@ -336,7 +351,10 @@ class IngestRunner:
             log.warning(
                 "%s %s: malformed snapshot (%s): %.200r", self.venue, sync.inst.symbol, exc, body
             )
-            sync.snapshot_requested = False
+            await asyncio.sleep(1.0)
+            if sync.generation == generation and self._conns.get(sync.inst.native):
+                sync.snapshot_requested = False
+                self._request_snapshot(sync)
             return
         snap.ts_recv = ts_recv
         self._on_book(snap)

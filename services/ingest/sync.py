@@ -42,6 +42,7 @@ class SyncCounters:
     resyncs: int = 0
     snapshots: int = 0
     skipped: int = 0
+    stale_snapshots: int = 0
 
 
 class InstrumentSync:
@@ -56,6 +57,7 @@ class InstrumentSync:
         self.counters = SyncCounters()
         self.generation = 0  # bumped on every reset: a REST snapshot of an older one is dropped
         self.snapshot_requested = False
+        self.first_after_snapshot = False  # the next delta must straddle the snapshot's id
         self.last_ts_exch: int | None = None
 
     def reset(self, state: SyncState = "syncing") -> None:
@@ -66,6 +68,7 @@ class InstrumentSync:
         self.last_id = None
         self.generation += 1
         self.snapshot_requested = False
+        self.first_after_snapshot = False
 
     def on_update(self, upd: BookUpdate) -> Publish | Resync | None:
         if upd.is_snapshot:
@@ -76,12 +79,14 @@ class InstrumentSync:
                 if len(self.buffer) > MAX_BUFFERED:
                     return self._fail("buffer", f"{len(self.buffer)} diffs buffered, no snapshot")
             return None
-        verdict = self.plugin.check_delta(self.last_id, upd, False)
+        first = self.first_after_snapshot
+        verdict = self.plugin.check_delta(self.last_id, upd, first)
         if verdict is Verdict.SKIP:
             self.counters.skipped += 1
             return None
         if verdict is Verdict.GAP:
-            return self._fail("gap", self._gap_text(upd))
+            return self._fail("stale_snapshot" if first else "gap", self._gap_text(upd))
+        self.first_after_snapshot = False
         return self._apply(upd, Publish(False))
 
     def _on_snapshot(self, snap: BookUpdate) -> Publish | Resync | None:
@@ -93,7 +98,7 @@ class InstrumentSync:
             self.last_ts_exch = snap.ts_exch
         if self.rest_mode:
             buffered, self.buffer = self.buffer, []
-            first = True
+            first = self.first_after_snapshot = True
             for upd in buffered:
                 verdict = self.plugin.check_delta(self.last_id, upd, first)
                 if verdict is Verdict.SKIP:
@@ -102,7 +107,7 @@ class InstrumentSync:
                 if verdict is Verdict.GAP:
                     kind = "stale_snapshot" if first else "gap"
                     return self._fail(kind, self._gap_text(upd))
-                first = False
+                first = self.first_after_snapshot = False
                 self.book.apply_raw(upd.bids, upd.asks)
                 self.last_id = self.plugin.next_id(self.last_id, upd)
         if self.plugin.book_depth:
@@ -147,6 +152,8 @@ class InstrumentSync:
             c.checksum_failures += 1
         elif kind == "crossed":
             c.crossed += 1
+        elif kind == "stale_snapshot":
+            c.stale_snapshots += 1
         c.resyncs += 1
         self.reset("syncing")
         return Resync(reason, kind)

@@ -56,6 +56,8 @@ class VenuePlugin(FrameParser):
     def __init__(self, cfg: VenueConfig) -> None:
         self.cfg = cfg
         self.venue = cfg.name
+        if "watchdog_s" in cfg.options:  # e.g. a short one in tests
+            self.watchdog_s = float(cfg.options["watchdog_s"])
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata_requests(self) -> list[HttpRequest]:
@@ -63,8 +65,14 @@ class VenuePlugin(FrameParser):
 
     def parse_metadata(self, bodies: list[bytes]) -> list[Instrument]:
         """The configured instruments (``cfg.bases`` against ``cfg.quote``) from the venue's
-        own metadata; never by slicing symbol strings."""
+        own metadata; never by slicing symbol strings. ``bodies`` holds every page fetched,
+        in order (see ``metadata_next``)."""
         raise NotImplementedError
+
+    def metadata_next(self, req: HttpRequest, body: bytes) -> HttpRequest | None:
+        """The request for the next page of a paginated metadata answer (a cursor in
+        ``body``), or None when ``req`` was the last page."""
+        return None
 
     # -- transport --------------------------------------------------------------------------
     def connections(self, instruments: list[Instrument]) -> list[ConnectionSpec]:

@@ -30,7 +30,9 @@ def test_topic_names_put_kind_first():
 
 
 def test_demo_config_loads_and_env_overrides_apply():
-    cfg = load(environ={"FLOWBOOK_GATEWAY__PORT": "8099", "FLOWBOOK_VENUES__BINANCE__ENABLED": "false"})
+    cfg = load(
+        environ={"FLOWBOOK_GATEWAY__PORT": "8099", "FLOWBOOK_VENUES__BINANCE__ENABLED": "false"}
+    )
     assert cfg.gateway.port == 8099
     assert not cfg.venues["binance"].enabled
     assert cfg.venues["binance"].bases[0] == "BTC"
@@ -38,8 +40,10 @@ def test_demo_config_loads_and_env_overrides_apply():
 
 def test_config_errors_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
-                   '[venues.x]\npub = "127.0.0.1:5"\n')
+    bad.write_text(
+        '[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+        '[venues.x]\npub = "127.0.0.1:5"\n'
+    )
     with pytest.raises(ConfigError, match=r"\[venues.x\].*bases"):
         load(bad, environ={})
     bad.write_text("[book\n")
@@ -47,8 +51,10 @@ def test_config_errors_name_the_file_and_key(tmp_path):
         load(bad, environ={})
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.toml", environ={})
-    bad.write_text('[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
-                   '[venues.x]\nbases = ["BTC"]\nquote = "USDT"\nws_url = "ws://x"\n'
-                   'pub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:3"\n')
-    with pytest.raises(ConfigError, match="already used by book.pub"):
+    bad.write_text(
+        '[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+        '[venues.x]\nbases = ["BTC"]\nquote = "USDT"\nws_url = "ws://x"\n'
+        'pub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:3"\n'
+    )
+    with pytest.raises(ConfigError, match=r"already used by book\.pub"):
         load(bad, environ={})
