@@ -151,7 +151,9 @@ class Publisher:
             self._pending_resync.update(prefixes)
             if first and self._loop is not None:
                 self._loop.call_soon(self._flush_resyncs)
-            self._reply(ident, {"ok": True, "op": "resync", "epoch": self.epoch})
+            self._reply(
+                ident, {"ok": True, "op": "resync", "epoch": self.epoch, "topics": prefixes}
+            )
         elif op == "ping":
             self._reply(ident, {"ok": True, "op": "pong", "epoch": self.epoch})
         elif op == "topics":
@@ -217,6 +219,7 @@ class TopicState:
     epoch: str
     seq: int
     usable: bool
+    link: Any = None  # the _Link (publisher) the topic comes from
 
 
 @dataclass
@@ -343,7 +346,12 @@ class Subscriber:
             )
             self.stats.epochs_seen += 1
             for topic, state in self.topics.items():
-                if state.usable and topic.startswith(STATEFUL_PREFIXES) and state.epoch != epoch:
+                if (
+                    state.link is link
+                    and state.usable
+                    and topic.startswith(STATEFUL_PREFIXES)
+                    and state.epoch != epoch
+                ):
                     self._mark_stale(link, topic, "publisher restarted")
             self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
         link.hb_epoch = epoch
@@ -353,16 +361,17 @@ class Subscriber:
         state = self.topics.get(topic)
         stateful = topic.startswith(STATEFUL_PREFIXES)
         if stateful and msg.get("type") == "snapshot":
-            self.topics[topic] = TopicState(epoch, seq, True)
+            self.topics[topic] = TopicState(epoch, seq, True, link)
             link.pending.pop(topic, None)
             self._deliver(topic, msg)
             return
         if state is None or state.epoch != epoch:
             if stateful:
-                self.topics[topic] = TopicState(epoch, seq, False)
+                was_usable = state is not None and state.usable
+                self.topics[topic] = TopicState(epoch, seq, was_usable, link)
                 self._mark_stale(link, topic, "no snapshot yet" if state is None else "new epoch")
                 return
-            self.topics[topic] = TopicState(epoch, seq, True)
+            self.topics[topic] = TopicState(epoch, seq, True, link)
             self._deliver(topic, msg)
             return
         expected = state.seq + 1
@@ -418,6 +427,24 @@ class Subscriber:
             return
         if not reply.get("ok"):
             log.warning("control reply from %s: %s", link.upstream.name, reply)
+            return
+        # A prefix request is done once the publisher has answered: its snapshots are on the
+        # way. A topic that still has no usable copy stays pending until its snapshot arrives.
+        for t in reply.get("topics") or ():
+            state = self.topics.get(t)
+            if state is None or state.usable:
+                link.pending.pop(t, None)
+
+    def resync(self, topic: str, reason: str) -> None:
+        """Declare a topic's copy unusable (e.g. the consumer could not apply a message) and ask
+        its publisher for a snapshot."""
+        state = self.topics.get(topic)
+        link = state.link if state is not None and state.link is not None else None
+        if link is None:
+            for lk in self.links:
+                self._request(lk, [topic])
+            return
+        self._mark_stale(link, topic, reason)
 
     async def _watch(self) -> None:
         """Liveness per publisher, and retry of resyncs that got no snapshot."""

@@ -101,14 +101,19 @@ class Proc:
     """A child process of the test, its output in a log file, killed at the end."""
 
     def __init__(
-        self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        args: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        exe: str = PY,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.popen = subprocess.Popen(
-            [PY, *args],
+            [exe, *args],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

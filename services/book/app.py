@@ -1,0 +1,188 @@
+"""The book builder process: bus I/O around the ``Engine``.
+
+One ``Subscriber`` per enabled venue (prefixes ``book.``, ``trade.``, ``hb.``) feeds the engine;
+one ``Publisher("book")`` sends what it builds, answers resync requests from the engine's current
+state and sends ``hb.book``. ``depth.*`` goes through a ``Conflator``; a ticker checks liveness
+four times a second and sends every ``status.<venue>`` once a second.
+
+A Subscriber per venue rather than one over all of them: one Subscriber's reaction to a
+publisher restart (new heartbeat epoch) also marks the *other* publishers' books stale and asks
+the restarted one for them, so a restart of one ingest would freeze the other venues' books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import Any
+
+from common.bus import Publisher, Subscriber, Upstream
+from common.config import Config, ConfigError
+from common.metrics import ProcessStats, RateMeter
+from services.book.conflate import Conflator
+from services.book.engine import Engine, Settings
+from services.book.rates import parse_references
+
+log = logging.getLogger("flowbook.book")
+
+PREFIXES = ["book.", "trade.", "hb."]
+TICK_S = 0.25
+STATUS_EVERY_S = 1.0
+KEEP_FACTOR = 5  # mirrors keep 5x the published depth (trimmed past 10x that)
+
+
+def settings_from(cfg: Config) -> Settings:
+    book = cfg.book
+    where = f"{cfg.path} [book]"
+    keep = book.options.get("keep_levels", book.depth * KEEP_FACTOR)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < book.depth:
+        raise ConfigError(f"{where}: keep_levels must be an integer >= depth ({book.depth})")
+    refs = parse_references(book.options.get("reference"), f"{where} reference")
+    names = {v.name for v in cfg.enabled_venues()}
+    if "all" in names:
+        raise ConfigError(f"{cfg.path}: 'all' is reserved for consolidated books, not a venue")
+    for ref in refs.values():
+        if ref.venue not in names:
+            log.warning("reference %s: venue %s is not enabled; 1:1 instead", ref.quote, ref.venue)
+    return Settings(
+        depth=book.depth,
+        stale_after_s=book.stale_after_s,
+        quote_groups=book.quote_groups,
+        keep=keep,
+        references=refs,
+    )
+
+
+class BookBuilder:
+    def __init__(self, cfg: Config, *, publisher: Publisher | None = None) -> None:
+        self.cfg = cfg
+        settings = settings_from(cfg)
+        venues = cfg.enabled_venues()
+        self.engine = Engine(
+            settings,
+            [v.name for v in venues],
+            self._publish,
+            self._touch,
+            resync=self._resync,
+            usable=self._usable,
+            wake=self._wake,
+        )
+        self.publisher = publisher or Publisher("book", cfg.book.pub, cfg.book.control)
+        self.subs: dict[str, Subscriber] = {}
+        for v in venues:
+            self.subs[v.name] = Subscriber(
+                [Upstream(v.pub, v.control, v.name)],
+                PREFIXES,
+                functools.partial(self.engine.on_message, v.name),
+                on_stale=self.engine.on_stale,
+                on_upstream=self.engine.set_upstream,
+                stale_after_s=cfg.book.stale_after_s,
+            )
+        self.proc = ProcessStats()
+        self.rate_in = RateMeter()
+        self.rate_out = RateMeter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conflator: Conflator | None = None
+        self._wake_pending = False
+
+    # -- hooks of the engine ----------------------------------------------------------------
+    def _publish(self, topic: str, body: dict[str, Any]) -> None:
+        self.publisher.publish(topic, body)
+
+    def _touch(self, topic: str) -> None:
+        if self._conflator is not None:
+            self._conflator.touch(topic)
+
+    def _usable(self, venue: str, topic: str) -> bool:
+        return self.subs[venue].usable(topic)
+
+    def _resync(self, venue: str, topic: str, reason: str) -> None:
+        """Ask the venue's ingest for a fresh snapshot of ``topic`` (our copy is unusable)."""
+        self.subs[venue].resync(topic, reason)
+
+    def _wake(self) -> None:
+        if self._loop is not None and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon(self._flush_status)
+
+    def _flush_status(self) -> None:
+        self._wake_pending = False
+        self.engine.flush_status()
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._conflator = Conflator(
+            loop, self.cfg.book.depth_interval_ms / 1000.0, self.engine.depth_message
+        )
+        self.publisher.snapshot_provider = self.engine.snapshots
+        self.publisher.attach(loop)
+        for sub in self.subs.values():
+            sub.start(loop)
+        log.info(
+            "book builder up: pub %s control %s, following %s",
+            self.cfg.book.pub,
+            self.cfg.book.control,
+            ", ".join(self.subs) or "no venue",
+        )
+        tasks = [
+            loop.create_task(self.publisher.heartbeat_loop(self.stats)),
+            loop.create_task(self._ticker()),
+        ]
+        try:
+            if stop is None:
+                await asyncio.Future()
+            else:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_status = loop.time()
+        while True:
+            try:
+                self.engine.tick()
+                if loop.time() >= next_status:
+                    next_status = loop.time() + STATUS_EVERY_S
+                    self.engine.flush_status(force=True)
+            except Exception:
+                log.exception("book builder tick failed")
+            await asyncio.sleep(TICK_S)
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        sub: dict[str, int] = {}
+        for s in self.subs.values():
+            for k, v in s.stats.as_dict().items():
+                sub[k] = sub.get(k, 0) + v
+        self.rate_in.count = self.engine.messages_in
+        self.rate_out.count = self.publisher.messages
+        stats = self.engine.stats()
+        stats.update(
+            {
+                "messages_out": self.publisher.messages,
+                "msg_rate_in": self.rate_in.rate(now),
+                "msg_rate_out": self.rate_out.rate(now),
+                "subscriber": sub,
+                "resyncs_requested": sub.get("resyncs", 0),
+                "resync_requests_served": self.publisher.resync_requests,
+                "conflation_pending": self._conflator.pending() if self._conflator else 0,
+                "process": self.proc.sample(),
+            }
+        )
+        return stats
+
+    def close(self) -> None:
+        if self._conflator is not None:
+            self._conflator.close()
+        for sub in self.subs.values():
+            with contextlib.suppress(Exception):
+                sub.close()
+        self.publisher.close()

@@ -1,0 +1,253 @@
+"""Consolidated books: one per base asset and market kind across quote-equivalent markets.
+
+The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
+
+* Group. Markets ``BASE-QUOTE[-PERP]`` whose quotes are in one ``[book] quote_groups`` entry
+  form the group ``BASE-UNIT[-PERP]``, UNIT being the entry's first member (``symbols.py``).
+* Inclusion. A market is included while its mirror is live: synced from a snapshot and its
+  venue not down. Every other market of the group is listed in ``excluded`` with its state
+  (``stale``, ``syncing`` or ``down``), keyed by venue (``venue:SYMBOL`` if the venue has more
+  than one market in the group). ``venues`` lists the venues with an included market.
+* Prices. A market quoted in the unit is taken as is. Another member's prices are multiplied by
+  a rate: the mid of the book ``[book] reference`` names for that quote (``{USDT =
+  "kraken:USDT-USD"}``; an inverse book ``USD-USDT`` gives 1/mid), else 1 ("1:1"). Converted
+  prices are rounded to 15 significant digits (float noise only; order is kept). If the
+  reference book is not live its last mid is used and marked ``"live": false``; before any mid
+  was seen the rate is 1 with a ``"note"``. ``conversion`` states quote, rate and source for
+  every included market. Sizes are base-asset quantities, never converted.
+* Levels. A ``depth.all`` level is ``[price, total, {venue: size}]``: the sizes of every
+  included market at that (converted) price, per venue and summed. The top N prices per side,
+  bids descending, asks ascending. Only each market's best levels covering N distinct converted
+  prices are read: they hold everything in the consolidated top N, so the result is exactly the
+  merge of the full books. With one venue it is that venue's book.
+* BBO. ``bid = [price, total size at it, venue with the largest size there (ties: by name)]``,
+  likewise ``ask``; ``bid_venues``/``ask_venues`` give each venue's size at those prices;
+  ``spread_bps = (ask - bid) / mid * 1e4`` (negative when crossed). ``crossed`` is true when a
+  market's bid is >= another market's ask (a locked market counts). ``crossed_size`` is the
+  base quantity that could trade at crossing prices among the included markets' top N levels:
+  the largest volume matchable between bids and asks with bid price >= ask price, each level
+  used up to its size (0 when not crossed). One market's levels never match each other, since
+  ingest publishes only uncrossed books.
+* Timing. ``depth.all`` is rebuilt at most once per ``depth_interval_ms`` per group (latest
+  value, trailing publish), ``bbo.all`` on every change of an included market's top of book, of
+  inclusion or of a rate; each is published only when its content changed. Their ``ts_exch``,
+  ``ts_recv`` and ``ts_ingest_pub`` are those of the latest ingest message applied to an
+  included market of the group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from common.book import Level, OrderBook
+from services.book.mirror import LIVE, STATE_RANK, Mirror, Timestamps
+
+ConsLevel = list[Any]  # [price, total, {venue: size}]
+RateFn = Callable[[Mirror], tuple[float, dict[str, Any]]]
+
+
+def round15(x: float) -> float:
+    return float(f"{x:.15g}")
+
+
+def convert(price: float, rate: float) -> float:
+    return price if rate == 1.0 else round15(price * rate)
+
+
+@dataclass(slots=True)
+class Source:
+    """One included market: its venue, book and conversion rate to the group's unit."""
+
+    venue: str
+    book: OrderBook
+    rate: float = 1.0
+
+
+def best_levels(book: OrderBook, bids: bool, n: int, rate: float = 1.0) -> list[Level]:
+    """Best-first converted levels covering ``n`` distinct converted prices (and every level
+    that converts to the n-th price, should rounding make two prices equal)."""
+    if rate == 1.0:
+        return book.top_bids(n) if bids else book.top_asks(n)
+    side = book.bids if bids else book.asks
+    out: list[Level] = []
+    distinct = 0
+    last = None
+    for price in side.irange(reverse=bids):
+        conv = convert(price, rate)
+        if conv != last:
+            if distinct == n:
+                break
+            distinct += 1
+            last = conv
+        out.append((conv, side[price]))
+    return out
+
+
+def merge_side(sources: Iterable[Source], n: int, bids: bool) -> list[ConsLevel]:
+    acc: dict[float, dict[str, float]] = {}
+    for src in sources:
+        for price, size in best_levels(src.book, bids, n, src.rate):
+            per = acc.get(price)
+            if per is None:
+                acc[price] = {src.venue: size}
+            else:
+                prev = per.get(src.venue)
+                per[src.venue] = size if prev is None else round15(prev + size)
+    out: list[ConsLevel] = []
+    for price in sorted(acc, reverse=bids)[:n]:
+        per = acc[price]
+        total = next(iter(per.values())) if len(per) == 1 else round15(sum(per.values()))
+        out.append([price, total, per])
+    return out
+
+
+def _top_venue(per: dict[str, float]) -> str:
+    return min(per.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+def is_crossed(sources: list[Source]) -> bool:
+    """Some market's best bid >= another market's best ask."""
+    tops = []
+    for src in sources:
+        b = best_levels(src.book, True, 1, src.rate)
+        a = best_levels(src.book, False, 1, src.rate)
+        tops.append((b[0][0] if b else None, a[0][0] if a else None))
+    for i, (bid, _) in enumerate(tops):
+        if bid is None:
+            continue
+        for j, (_, ask) in enumerate(tops):
+            if i != j and ask is not None and bid >= ask:
+                return True
+    return False
+
+
+def crossed_size(sources: list[Source], n: int) -> float:
+    """Largest volume matchable between bids and asks (top ``n`` levels of each market) with
+    bid price >= ask price. Bids are taken in ascending price, each filled from the pool of
+    asks priced at or below it: every ask in the pool suits every later (higher) bid too, so
+    filling the most constrained bid first is optimal."""
+    best_bid = max(
+        (lv[0][0] for s in sources if (lv := best_levels(s.book, True, 1, s.rate))), default=None
+    )
+    best_ask = min(
+        (lv[0][0] for s in sources if (lv := best_levels(s.book, False, 1, s.rate))), default=None
+    )
+    if best_bid is None or best_ask is None or best_bid < best_ask:
+        return 0.0
+    events: list[tuple[float, int, float]] = []
+    for src in sources:
+        for price, size in best_levels(src.book, True, n, src.rate):
+            if price < best_ask:
+                break
+            events.append((price, 1, size))
+        for price, size in best_levels(src.book, False, n, src.rate):
+            if price > best_bid:
+                break
+            events.append((price, 0, size))
+    events.sort()  # at equal price, asks (0) join the pool before bids (1) take from it
+    pool = matched = 0.0
+    for _, kind, size in events:
+        if kind == 0:
+            pool += size
+        else:
+            take = min(pool, size)
+            pool -= take
+            matched += take
+    return round15(matched)
+
+
+def spread_bps(bid: float | None, ask: float | None) -> float | None:
+    if bid is None or ask is None:
+        return None
+    mid = (bid + ask) / 2.0
+    return round((ask - bid) / mid * 1e4, 4) if mid > 0 else None
+
+
+def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
+    """The price part of a ``bbo.all`` message (see the module docstring)."""
+    bids = merge_side(sources, 1, True)
+    asks = merge_side(sources, 1, False)
+    out: dict[str, Any] = {"bid": None, "ask": None, "bid_venues": {}, "ask_venues": {}}
+    for name, levels in (("bid", bids), ("ask", asks)):
+        if levels:
+            price, total, per = levels[0]
+            out[name] = [price, total, _top_venue(per)]
+            out[f"{name}_venues"] = per
+    bid = out["bid"][0] if out["bid"] else None
+    ask = out["ask"][0] if out["ask"] else None
+    out["spread_bps"] = spread_bps(bid, ask)
+    crossed = is_crossed(sources)
+    out["crossed"] = crossed
+    out["crossed_size"] = crossed_size(sources, n) if crossed else 0.0
+    return out
+
+
+class Group:
+    """The markets of one consolidated book and what was last published for it."""
+
+    __slots__ = ("members", "name", "ts", "unit")
+
+    def __init__(self, name: str, unit: str) -> None:
+        self.name = name
+        self.unit = unit
+        self.members: dict[str, Mirror] = {}  # market key -> mirror
+        self.ts: Timestamps = (None, None, None)
+
+    def add(self, mirror: Mirror) -> None:
+        assert mirror.market is not None
+        self.members[mirror.market.key] = mirror
+        self.members = dict(sorted(self.members.items()))
+
+    def split(
+        self, rate_of: RateFn
+    ) -> tuple[list[Source], list[str], dict[str, str], dict[str, Any]]:
+        """Included sources, included venues, excluded {venue: state}, conversion info."""
+        per_venue: dict[str, int] = {}
+        for m in self.members.values():
+            per_venue[m.venue] = per_venue.get(m.venue, 0) + 1
+        sources: list[Source] = []
+        venues: list[str] = []
+        excluded: dict[str, str] = {}
+        conversion: dict[str, Any] = {}
+        for key, m in self.members.items():
+            if m.live:
+                rate, info = rate_of(m)
+                sources.append(Source(m.venue, m.book, rate))
+                conversion[key] = info
+                if m.venue not in venues:
+                    venues.append(m.venue)
+            else:
+                excluded[key if per_venue[m.venue] > 1 else m.venue] = m.state
+        return sources, venues, excluded, conversion
+
+    def state(self, venues: list[str], excluded: dict[str, str]) -> str:
+        if venues or not excluded:
+            return LIVE
+        return min(excluded.values(), key=STATE_RANK.__getitem__)
+
+    def _head(self, kind: str, rate_of: RateFn) -> tuple[dict[str, Any], list[Source]]:
+        sources, venues, excluded, conversion = self.split(rate_of)
+        body: dict[str, Any] = {
+            "type": kind,
+            "venue": "all",
+            "symbol": self.name,
+            "state": self.state(venues, excluded),
+            "unit": self.unit,
+            "venues": venues,
+            "excluded": excluded,
+            "conversion": conversion,
+        }
+        return body, sources
+
+    def depth_body(self, rate_of: RateFn, n: int) -> dict[str, Any]:
+        body, sources = self._head("depth", rate_of)
+        body["bids"] = merge_side(sources, n, True)
+        body["asks"] = merge_side(sources, n, False)
+        return body
+
+    def bbo_body(self, rate_of: RateFn, n: int) -> dict[str, Any]:
+        body, sources = self._head("bbo", rate_of)
+        body.update(bbo_fields(sources, n))
+        return body

@@ -1,0 +1,347 @@
+"""The book builder's engine (services/book/engine.py) fed ingest messages directly: what it
+publishes, with which timestamps, how it excludes and restores venues, and bad input."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from common.book import OrderBook
+from common.config import ConfigError
+from services.book.engine import Engine, Settings
+from services.book.mirror import BadMessage, Mirror, parse_levels
+from services.book.rates import parse_references
+
+T0 = 1_700_000_000_000_000_000
+
+
+class Bus:
+    """Collects what the engine publishes; plays the Publisher (stamps ts_pub) and runs the
+    conflated depth publishes when told to."""
+
+    def __init__(self) -> None:
+        self.out: list[tuple[str, dict[str, Any]]] = []
+        self.touched: set[str] = set()
+        self.resyncs: list[tuple[str, str]] = []
+        self.now = 1000.0
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        body["ts_pub"] = time.time_ns()
+        self.out.append((topic, dict(body)))
+
+    def touch(self, topic: str) -> None:
+        self.touched.add(topic)
+
+    def flush(self, engine: Engine) -> None:
+        for topic in sorted(self.touched):
+            engine.depth_message(topic)
+        self.touched.clear()
+        engine.flush_status()
+
+    def last(self, topic: str) -> dict[str, Any] | None:
+        for t, body in reversed(self.out):
+            if t == topic:
+                return body
+        return None
+
+    def count(self, topic: str) -> int:
+        return sum(1 for t, _ in self.out if t == topic)
+
+
+def make(references: dict | None = None, venues=("binance", "kraken")) -> tuple[Engine, Bus]:
+    bus = Bus()
+    engine = Engine(
+        Settings(depth=3, stale_after_s=3.0, keep=10, references=parse_references(references)),
+        venues,
+        bus.publish,
+        bus.touch,
+        resync=lambda venue, topic, reason: bus.resyncs.append((venue, topic)),
+        clock=lambda: bus.now,
+    )
+    for v in venues:
+        engine.set_upstream(v, True)
+        hb(engine, v)
+    return engine, bus
+
+
+def hb(engine: Engine, venue: str, state: str = "live") -> None:
+    engine.on_message(
+        venue,
+        f"hb.ingest-{venue}",
+        {
+            "type": "hb",
+            "service": f"ingest-{venue}",
+            "stats": {"venue": venue, "venue_state": state},
+        },
+    )
+
+
+def book_msg(venue: str, symbol: str, kind: str, bids, asks, n: int = 0) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "epoch": "e",
+        "seq": n + 1,
+        "ts_pub": T0 + 2000 + n,
+        "type": kind,
+        "venue": venue,
+        "symbol": symbol,
+        "state": "live",
+        "bids": bids,
+        "asks": asks,
+        "ts_exch": T0 + n,
+        "ts_recv": T0 + 1000 + n,
+    }
+
+
+def feed(engine: Engine, venue: str, symbol: str, kind: str, bids, asks, n: int = 0) -> None:
+    engine.on_message(venue, f"book.{venue}.{symbol}", book_msg(venue, symbol, kind, bids, asks, n))
+
+
+def test_books_bbo_depth_and_consolidated_with_timestamps() -> None:
+    engine, bus = make()
+    feed(
+        engine,
+        "binance",
+        "BTC-USDT",
+        "snapshot",
+        [[100.0, 1.0], [99.5, 2.0], [99.0, 3.0], [98.5, 4.0]],
+        [[100.5, 1.0], [101.0, 2.0]],
+    )
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[100.0, 0.5], [99.75, 1.0]], [[101.0, 1.5]], 1)
+    bbo = bus.last("bbo.binance.BTC-USDT")
+    assert bbo["bid"] == [100.0, 1.0] and bbo["ask"] == [100.5, 1.0] and bbo["state"] == "live"
+    assert bbo["spread_bps"] == pytest.approx(49.8753, abs=1e-3)
+    assert (bbo["ts_exch"], bbo["ts_recv"], bbo["ts_ingest_pub"]) == (T0, T0 + 1000, T0 + 2000)
+    bus.flush(engine)
+    depth = bus.last("depth.binance.BTC-USDT")
+    assert depth["bids"] == [[100.0, 1.0], [99.5, 2.0], [99.0, 3.0]]  # depth 3
+    allb = bus.last("depth.all.BTC-USD")
+    assert allb["bids"] == [
+        [100.0, 1.5, {"binance": 1.0, "kraken": 0.5}],
+        [99.75, 1.0, {"kraken": 1.0}],
+        [99.5, 2.0, {"binance": 2.0}],
+    ]
+    assert allb["asks"] == [
+        [100.5, 1.0, {"binance": 1.0}],
+        [101.0, 3.5, {"binance": 2.0, "kraken": 1.5}],
+    ]
+    assert allb["venues"] == ["binance", "kraken"] and allb["excluded"] == {}
+    assert allb["conversion"]["binance:BTC-USDT"] == {"quote": "USDT", "rate": 1.0, "source": "1:1"}
+    assert allb["ts_recv"] == T0 + 1001  # the latest message applied to the group
+    ball = bus.last("bbo.all.BTC-USD")
+    assert ball["bid"] == [100.0, 1.5, "binance"] and ball["crossed"] is False
+
+    # a delta below the top: no bbo, but depth follows; a delta at the top: bbo
+    n_bbo = bus.count("bbo.binance.BTC-USDT")
+    feed(engine, "binance", "BTC-USDT", "delta", [[99.5, 0.0]], [], 2)
+    assert bus.count("bbo.binance.BTC-USDT") == n_bbo
+    bus.flush(engine)
+    assert bus.last("depth.binance.BTC-USDT")["bids"] == [[100.0, 1.0], [99.0, 3.0], [98.5, 4.0]]
+    feed(engine, "binance", "BTC-USDT", "delta", [], [[100.25, 0.1]], 3)
+    assert bus.last("bbo.binance.BTC-USDT")["ask"] == [100.25, 0.1]
+    # kraken's bid above binance's new ask: crossed across venues
+    feed(engine, "kraken", "BTC-USD", "delta", [[100.3, 0.05]], [], 4)
+    ball = bus.last("bbo.all.BTC-USD")
+    assert ball["crossed"] is True and ball["crossed_size"] == 0.05
+    assert ball["bid"] == [100.3, 0.05, "kraken"] and ball["ask"] == [100.25, 0.1, "binance"]
+    # an unchanged depth is not republished
+    bus.flush(engine)
+    n_depth = bus.count("depth.all.BTC-USD")
+    engine.depth_message("depth.all.BTC-USD")
+    assert bus.count("depth.all.BTC-USD") == n_depth
+
+
+def test_exclusion_state_stale_down_and_back() -> None:
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 2.0]], [[102.0, 1.0]])
+    # ingest says syncing
+    engine.on_message(
+        "kraken",
+        "book.kraken.BTC-USD",
+        {"type": "state", "state": "syncing", "reason": "gap", "ts_recv": T0},
+    )
+    bus.flush(engine)
+    allb = bus.last("depth.all.BTC-USD")
+    assert allb["venues"] == ["binance"] and allb["excluded"] == {"kraken": "syncing"}
+    assert allb["bids"] == [[100.0, 1.0, {"binance": 1.0}]]
+    assert bus.last("bbo.kraken.BTC-USD")["state"] == "syncing"
+    assert bus.last("bbo.kraken.BTC-USD")["bid"] is None
+    # a delta without a snapshot is not applied
+    feed(engine, "kraken", "BTC-USD", "delta", [[99.5, 1.0]], [])
+    assert engine.mirror_of("kraken", "BTC-USD").ignored == 1
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 2.0]], [[102.0, 1.0]])
+    # our copy loses sync (seq gap seen by the Subscriber)
+    engine.on_stale("book.binance.BTC-USDT", "seq gap")
+    bus.flush(engine)
+    assert bus.last("depth.all.BTC-USD")["excluded"] == {"binance": "stale"}
+    assert bus.last("bbo.all.BTC-USD")["excluded"] == {"binance": "stale"}
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    # publisher silent: every book of the venue out at once, status down
+    engine.set_upstream("kraken", False)
+    bus.flush(engine)
+    assert bus.last("depth.all.BTC-USD")["excluded"] == {"kraken": "down"}
+    assert bus.last("depth.kraken.BTC-USD")["state"] == "down"
+    assert bus.last("status.kraken")["state"] == "down"
+    # back: upstream alive and a heartbeat; the book (kept) comes back without a snapshot
+    bus.now += 5
+    engine.set_upstream("kraken", True)
+    hb(engine, "kraken")
+    engine.set_upstream("binance", True)
+    hb(engine, "binance")
+    bus.flush(engine)
+    allb = bus.last("depth.all.BTC-USD")
+    assert allb["venues"] == ["binance", "kraken"] and allb["excluded"] == {}
+    assert bus.last("status.kraken")["state"] == "live"
+
+
+def test_no_heartbeat_for_stale_after_is_down() -> None:
+    engine, bus = make()
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 2.0]], [[102.0, 1.0]])
+    bus.now += 2.0
+    hb(engine, "binance")
+    engine.tick()
+    assert engine.venues["kraken"].down is False
+    bus.now += 1.5  # kraken's last heartbeat 3.5 s ago
+    hb(engine, "binance")
+    engine.tick()
+    assert engine.venues["kraken"].down is True and engine.venues["binance"].down is False
+    status = bus.last("status.kraken")
+    assert status["state"] == "down" and status["instruments"] == {"BTC-USD": "down"}
+    hb(engine, "kraken")
+    assert engine.venues["kraken"].down is False
+    bus.flush(engine)
+    assert bus.last("status.kraken")["state"] == "live"
+
+
+def test_trades_pass_through_with_ingest_publish_time() -> None:
+    engine, bus = make()
+    msg = {
+        "v": 1,
+        "epoch": "e",
+        "seq": 7,
+        "ts_pub": T0 + 5,
+        "type": "trades",
+        "venue": "binance",
+        "symbol": "BTC-USDT",
+        "ts_recv": T0,
+        "trades": [
+            {"price": 100.0, "size": 0.1, "side": "buy", "id": "1", "ts_exch": T0 - 9},
+            {"price": 100.5, "size": 0.2, "side": "sell", "id": "2", "ts_exch": T0 - 8},
+        ],
+    }
+    engine.on_message("binance", "trade.binance.BTC-USDT", dict(msg))
+    out = bus.last("trade.binance.BTC-USDT")
+    assert out["trades"] == msg["trades"] and out["type"] == "trades"
+    assert out["ts_recv"] == T0 and out["ts_ingest_pub"] == T0 + 5 and out["ts_exch"] == T0 - 8
+    assert "epoch" not in out and "seq" not in out  # restamped by the book Publisher
+    stats = engine.stats()
+    assert stats["latency_us"]["recv_to_pub"]["count"] == 1
+    assert stats["latency_us_by_venue"]["binance"]["ingest_pub_to_pub"]["count"] == 1
+
+
+def test_bad_messages_are_counted_never_raised() -> None:
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    bad = [
+        ("book.binance.BTC-USDT", {"type": "delta", "bids": "garbage", "asks": []}),
+        ("book.binance.BTC-USDT", {"type": "delta", "bids": [[100.0, "1"]], "asks": []}),
+        ("book.binance.BTC-USDT", {"type": "wat"}),
+        ("book.binance.X/Y", {"type": "snapshot", "bids": [], "asks": []}),
+        ("book.kraken.BTC-USD", {"type": "snapshot", "bids": [], "asks": []}),  # wrong link
+        ("trade.binance.BTC-USDT", {"type": "trades", "trades": "x"}),
+        ("hb.ingest-binance", {"type": "hb", "stats": None}),
+        ("weird.binance", {}),
+    ]
+    for topic, msg in bad:
+        engine.on_message("binance", topic, msg)
+    assert engine.bad == len(bad) and engine.bad_by_venue == {"binance": len(bad)}
+    # the bad delta left our copy unusable: excluded, and a resync was asked for
+    assert engine.mirror_of("binance", "BTC-USDT").state == "stale"
+    assert ("binance", "book.binance.BTC-USDT") in bus.resyncs
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    assert engine.mirror_of("binance", "BTC-USDT").state == "live"
+
+
+def test_resync_snapshots_for_prefixes() -> None:
+    engine, _bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    feed(engine, "binance", "ETH-USDT-PERP", "snapshot", [[10.0, 1.0]], [[11.0, 1.0]])
+    topics = [t for t, _ in engine.snapshots(["depth.", "bbo.", "status."])]
+    assert set(topics) == {
+        "depth.binance.BTC-USDT",
+        "bbo.binance.BTC-USDT",
+        "depth.binance.ETH-USDT-PERP",
+        "bbo.binance.ETH-USDT-PERP",
+        "depth.all.BTC-USD",
+        "bbo.all.BTC-USD",
+        "depth.all.ETH-USD-PERP",
+        "bbo.all.ETH-USD-PERP",
+        "status.binance",
+        "status.kraken",
+    }
+    only = dict(engine.snapshots(["depth.all."]))
+    assert set(only) == {"depth.all.BTC-USD", "depth.all.ETH-USD-PERP"}
+    assert only["depth.all.BTC-USD"]["bids"] == [[100.0, 1.0, {"binance": 1.0}]]
+
+
+def test_reference_conversion() -> None:
+    engine, bus = make({"USDT": "kraken:USDT-USD"})
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    bus.flush(engine)
+    conv = bus.last("depth.all.BTC-USD")["conversion"]["binance:BTC-USDT"]
+    assert conv["rate"] == 1.0 and conv["source"] == "1:1" and "not available" in conv["note"]
+    feed(engine, "kraken", "USDT-USD", "snapshot", [[0.999, 1e6]], [[1.001, 1e6]])
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 2.0]], [[102.0, 1.0]])
+    feed(
+        engine,
+        "kraken",
+        "USDT-USD",
+        "delta",
+        [[0.999, 0], [1.0005, 5.0]],
+        [[1.001, 0], [1.0015, 5.0]],
+    )
+    bus.flush(engine)
+    allb = bus.last("depth.all.BTC-USD")
+    assert allb["conversion"]["binance:BTC-USDT"] == {
+        "quote": "USDT",
+        "rate": 1.001,
+        "source": "ref:kraken USDT-USD mid",
+        "live": True,
+    }
+    assert allb["conversion"]["kraken:BTC-USD"]["rate"] == 1.0
+    assert allb["bids"][0] == [100.1, 1.0, {"binance": 1.0}]
+    assert bus.last("bbo.all.BTC-USD")["ask"] == [101.101, 1.0, "binance"]
+    # reference lost: last mid, said so
+    engine.on_stale("book.kraken.USDT-USD", "gap")
+    bus.flush(engine)
+    conv = bus.last("depth.all.BTC-USD")["conversion"]["binance:BTC-USDT"]
+    assert conv["rate"] == 1.001 and conv["live"] is False
+    with pytest.raises(ConfigError):
+        parse_references({"USDT": "kraken:BTC-USD"})
+
+
+def test_mirror_trim_with_hysteresis_and_level_parsing() -> None:
+    class H:
+        down = False
+
+    m = Mirror("binance", "BTC-USDT", H(), keep=5)
+    m.snapshot(
+        [(100.0 - i, 1.0) for i in range(50)],
+        [(101.0 + i, 1.0) for i in range(50)],
+        "live",
+        (None, 1, 2),
+    )
+    assert len(m.book.bids) == 50 and m.trims == 0  # 50 <= 10 * 5: kept
+    m.delta([(40.0, 1.0)], [], (None, 3, 4))
+    assert len(m.book.bids) == 5 and len(m.book.asks) == 5 and m.trims == 1
+    assert m.book.top_bids(5) == [(100.0 - i, 1.0) for i in range(5)]
+    ref = OrderBook()
+    ref.apply([(100.0 - i, 1.0) for i in range(5)], [(101.0 + i, 1.0) for i in range(5)])
+    assert m.book.top(5) == ref.top(5)
+    for bad in ("x", [[1.0]], [[1.0, True]], [[-1.0, 1.0]], [[1.0, float("nan")]], [None]):
+        with pytest.raises(BadMessage):
+            parse_levels(bad)
+    assert parse_levels([[1, 2], [3.5, 0]]) == [(1.0, 2.0), (3.5, 0.0)]
