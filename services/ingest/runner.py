@@ -82,6 +82,8 @@ class IngestRunner:
         loop = asyncio.get_running_loop()
         self.bus.attach(loop)
         self._spawn(self.bus.heartbeat_loop(self.stats))
+        if self.recorder:
+            self._spawn(self.recorder.flush_loop())
         instruments = await self._load_instruments()
         for inst in instruments:
             self.syncs[inst.native] = InstrumentSync(inst, self.plugin)
@@ -99,6 +101,8 @@ class IngestRunner:
                         if len(bodies) >= MAX_METADATA_PAGES:
                             raise ValueError(f"more than {MAX_METADATA_PAGES} pages")
                         body = await self.rest.get(page)
+                        if self.recorder:
+                            self.recorder.rest("meta", page.url, page.params, body)
                         bodies.append(body)
                         page = self.plugin.metadata_next(page, body)
                 instruments = self.plugin.parse_metadata(bodies)
@@ -199,8 +203,9 @@ class IngestRunner:
                         log.info("%s: venue asks to reconnect: %s", self.venue, ev.reason)
                         return
                     elif type(ev) is ConnectionGap:
-                        for inst in spec.instruments:
+                        for inst in spec.instruments:  # each book is resynced by the reconnect
                             self.syncs[inst.native].counters.gaps += 1
+                            self.syncs[inst.native].counters.resyncs += 1
                         log.warning(
                             "%s: %s: resync every book on %s", self.venue, ev.reason, spec.label
                         )
@@ -334,6 +339,8 @@ class IngestRunner:
         req = self.plugin.snapshot_request(sync.inst)
         try:
             body = await self.rest.get(req)
+            if self.recorder:
+                self.recorder.rest("snapshot", req.url, req.params, body)
         except RestError as exc:
             log.error("%s %s: snapshot failed: %s", self.venue, sync.inst.symbol, exc)
             await asyncio.sleep(1.0)
