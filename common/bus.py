@@ -245,6 +245,7 @@ class _Link:
     hb_epoch: str | None = None
     pending: dict[str, float] = field(default_factory=dict)
     readers: list[FdReader] = field(default_factory=list)
+    joined: bool = False  # a message arrived, so our SUB subscriptions are active there
 
 
 class Subscriber:
@@ -301,7 +302,6 @@ class Subscriber:
             link.readers.append(
                 FdReader(link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop)
             )
-            self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
         self._task = loop.create_task(self._watch())
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -319,6 +319,12 @@ class Subscriber:
 
     def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
         link.last_rx = time.monotonic()
+        if not link.joined:
+            # ZeroMQ's slow joiner: snapshots published before our subscription reaches the
+            # publisher are lost. Any message received (at worst the next heartbeat) proves
+            # the subscriptions are in place, so the initial resync is asked for only now.
+            link.joined = True
+            self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
         if not link.alive:
             link.alive = True
             if self.on_upstream:

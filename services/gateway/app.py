@@ -1,0 +1,108 @@
+"""The gateway process: one Subscriber on the book builder's PUB, one websockets server that
+speaks both WebSocket (``/ws``) and plain HTTP, and the hub in between. All on one event loop:
+the ZeroMQ sockets are read through their FD (``Subscriber.start``), no extra threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from common.bus import Subscriber, Upstream
+from common.config import Config
+from services.gateway.clients import CLOSE_TRY_AGAIN
+from services.gateway.http import HttpApi
+from services.gateway.hub import Hub
+from services.gateway.metrics import GatewayCollector, GatewayStats, make_registry
+from services.gateway.settings import Settings, from_config
+from services.gateway.state import MarketState
+
+log = logging.getLogger("flowbook.gateway")
+
+# What the gateway follows on the book builder's PUB (hb. is added by the Subscriber).
+PREFIXES = ["depth.", "bbo.", "trade.", "status.", "hb."]
+SHUTDOWN_GRACE_S = 3.0
+
+
+class Gateway:
+    def __init__(self, cfg: Config, settings: Settings | None = None) -> None:
+        self.cfg = cfg
+        self.settings = settings or from_config(cfg)
+        self.state = MarketState.from_config(cfg, trades_ring=self.settings.trades_ring)
+        self.stats = GatewayStats()
+        self.hub = Hub(self.state, self.settings, self.stats)
+        self.collector = GatewayCollector(self.state, self.stats, self.hub.gauges, self.hub.proc)
+        self.registry = make_registry(self.collector)
+        self.http = HttpApi(self.state, self.hub, self.stats, self.settings, self.registry)
+        self.subscriber = Subscriber(
+            [Upstream(cfg.book.pub, cfg.book.control, "book")],
+            PREFIXES,
+            self.hub.on_bus,
+            on_upstream=self._on_upstream,
+            stale_after_s=cfg.book.stale_after_s,
+        )
+
+    def _on_upstream(self, name: str, alive: bool) -> None:
+        self.hub.on_book(name, alive)
+        if alive:
+            # A frame arrived, so our SUB subscription has reached the publisher: ask again, so
+            # snapshots served before it did (ZeroMQ's slow joiner) or during an outage are not
+            # missed. Repeats of what we hold are recognized and not forwarded (MarketState).
+            for prefix in PREFIXES:
+                if not prefix.startswith("hb"):
+                    self.subscriber.resync(prefix, "book builder reachable")
+
+    async def handler(self, ws: ServerConnection) -> None:
+        """One WebSocket connection: read requests until it closes; the writer is separate."""
+        if self.hub.full():  # raced past the check in process_request
+            self.stats.rejected += 1
+            await ws.close(CLOSE_TRY_AGAIN, "too many clients")
+            return
+        client = self.hub.add(ws)
+        try:
+            while True:  # until the socket closes, also when the gateway is closing it
+                data = await ws.recv(decode=False)
+                client.on_frame(data if isinstance(data, bytes) else bytes(data))
+        except ConnectionClosed:
+            pass
+        finally:
+            client.detach()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.subscriber.start(loop)
+        ticks = loop.create_task(self.hub.run_ticks())
+        try:
+            server = await serve(
+                self.handler,
+                s.host,
+                s.port,
+                process_request=self.http.process_request,
+                compression="deflate" if s.compression else None,
+                max_size=s.max_frame_bytes,
+                write_limit=s.send_buffer_bytes,
+                ping_interval=s.ping_interval_s,
+                ping_timeout=s.ping_timeout_s,
+                close_timeout=s.close_timeout_s,
+                server_header="flowbook-gateway",
+            )
+            log.info(
+                "listening on http://%s:%d (WebSocket /ws), following book builder at %s",
+                s.host,
+                s.port,
+                self.cfg.book.pub,
+            )
+            await stop.wait()
+            log.info("shutting down: closing %d client(s)", len(self.hub.clients))
+            server.close(close_connections=False)
+            await self.hub.close_all(1001, "gateway shutting down")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
+        finally:
+            ticks.cancel()
+            self.subscriber.close()
