@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-CAPTURES = Path(os.environ.get("FLOWBOOK_CAPTURES", Path(__file__).resolve().parents[2] / "shared" / "captures"))
+CAPTURES = Path(
+    os.environ.get("FLOWBOOK_CAPTURES", Path(__file__).resolve().parents[2] / "shared" / "captures")
+)
 
 
 def capture(rel: str) -> Path:

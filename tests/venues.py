@@ -9,18 +9,31 @@ from services.ingest.sync import InstrumentSync, Publish, Resync
 from services.ingest.venue import VenuePlugin
 
 
-def plugin_for(name: str, plugin: str | None = None, *, quote: str = "USDT",
-               bases: tuple[str, ...] = ("BTC", "ETH"), **options) -> VenuePlugin:
+def plugin_for(
+    name: str,
+    plugin: str | None = None,
+    *,
+    quote: str = "USDT",
+    bases: tuple[str, ...] = ("BTC", "ETH"),
+    **options,
+) -> VenuePlugin:
     cfg = VenueConfig(
-        name=name, plugin=plugin or name, pub="tcp://127.0.0.1:1", control="tcp://127.0.0.1:2",
-        ws_url="ws://127.0.0.1:1/ws", rest_url="http://127.0.0.1:1", bases=bases, quote=quote,
+        name=name,
+        plugin=plugin or name,
+        pub="tcp://127.0.0.1:1",
+        control="tcp://127.0.0.1:2",
+        ws_url="ws://127.0.0.1:1/ws",
+        rest_url="http://127.0.0.1:1",
+        bases=bases,
+        quote=quote,
         options=options,
     )
     return load_plugin(cfg)
 
 
-def sync_for(plugin: VenuePlugin, native: str, base: str, quote: str, kind: str = "spot",
-             **inst_kw) -> InstrumentSync:
+def sync_for(
+    plugin: VenuePlugin, native: str, base: str, quote: str, kind: str = "spot", **inst_kw
+) -> InstrumentSync:
     inst = Instrument(plugin.venue, native, base, quote, kind, **inst_kw)
     return InstrumentSync(inst, plugin)
 

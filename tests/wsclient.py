@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 class WsClient:
     def __init__(self, url: str, open_timeout: float = 10.0) -> None:
-        self.ws = connect(url, open_timeout=open_timeout, max_size=None)
+        self.ws = connect(url, open_timeout=open_timeout, max_size=None).__enter__()
         self.messages: list[dict[str, Any]] = []
         self.latest: dict[tuple, dict[str, Any]] = {}
         self.lock = threading.Lock()

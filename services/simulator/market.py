@@ -40,8 +40,10 @@ class Market:
         self._mid_rng: dict[str, random.Random] = {}
         self.books: dict[tuple[str, str], SimBook] = {}
         self._rngs: dict[tuple[str, str], random.Random] = {}
-        # (min, max) levels a side each book is kept within, from its ``levels`` at creation
-        self._bounds: dict[tuple[str, str], tuple[int, int]] = {}
+        # per book: the least span of far adds (ticks), and the (min, max) levels of its bid
+        # and ask sides, 2/3 and 4/3 of what each side got at creation (100-200 by default)
+        self._span: dict[tuple[str, str], float] = {}
+        self._bounds: dict[tuple[str, str], tuple[int, int, int, int]] = {}
 
     # ---- mids -----------------------------------------------------------------------------
 
@@ -66,7 +68,8 @@ class Market:
     ) -> SimBook:
         """Create the book of one venue market with ~``levels`` levels a side around the mid
         (default 150; a deep book, e.g. for a venue whose snapshot is the whole book, asks for
-        more). It is then kept between 2/3 and 4/3 of that."""
+        more; a side that has no room for them, like the bids of a cheap asset, gets fewer).
+        Each side is then kept between 2/3 and 4/3 of what it got."""
         key = (inst.venue, inst.symbol)
         if key in self.books:
             return self.books[key]
@@ -80,7 +83,7 @@ class Market:
         book.offset = rng.uniform(-1e-4, 1e-4) * self.ref_ticks(book)
         self.books[key] = book
         self._rngs[key] = rng
-        self._bounds[key] = (levels * 2 // 3, levels * 4 // 3)  # 100-200 by default
+        self._span[key] = max(300.0, 2.0 * levels)
         ref = self.ref_ticks(book)
         bid_max, ask_min = math.ceil(ref) - 1, math.floor(ref) + 1
         for is_bid in (True, False):
@@ -88,13 +91,15 @@ class Market:
                 if len(book.bids if is_bid else book.asks) >= levels:
                     break
                 self._add(book, rng, is_bid, bid_max, ask_min, self._far(book, rng))
+        nb, na = min(levels, len(book.bids)), min(levels, len(book.asks))
+        self._bounds[key] = (nb * 2 // 3, nb * 4 // 3, na * 2 // 3, na * 4 // 3)
         book.discard_changes()
         return book
 
     def update(self, book: SimBook, ts_ms: int, n_trades: int = 0) -> BookUpdate:
         """Build one book event: track the mid, ``n_trades`` trades, then 1-5 level changes."""
         key = (book.inst.venue, book.inst.symbol)
-        rng, (min_levels, max_levels) = self._rngs[key], self._bounds[key]
+        rng, (min_bids, max_bids, min_asks, max_asks) = self._rngs[key], self._bounds[key]
         ref = self.ref_ticks(book)
         bid_max, ask_min = math.ceil(ref) - 1, math.floor(ref) + 1
         bids, asks = book.bids, book.asks
@@ -112,12 +117,15 @@ class Market:
             self._add(book, rng, True, bid_max, ask_min, rng.randint(0, 2))
         if not asks or asks.peekitem(0)[0] > ask_min + REQUOTE_GAP:
             self._add(book, rng, False, bid_max, ask_min, rng.randint(0, 2))
-        for is_bid, side in ((True, bids), (False, asks)):
-            for _ in range(3 * min_levels):
-                if len(side) >= min_levels:
+        for is_bid, side, low, high in (
+            (True, bids, min_bids, max_bids),
+            (False, asks, min_asks, max_asks),
+        ):
+            for _ in range(3 * MIN_LEVELS):  # bounded work per event, even for a deep book
+                if len(side) >= low:
                     break
                 self._add(book, rng, is_bid, bid_max, ask_min, self._far(book, rng))
-            while len(side) > max_levels:
+            while len(side) > high:
                 book.set(is_bid, side.peekitem(0 if is_bid else -1)[0], 0)
         if not book.pending:  # every op was a no-op: republish the best bid as it is
             price, qty = bids.peekitem(-1)
@@ -130,9 +138,8 @@ class Market:
 
     def _far(self, book: SimBook, rng: random.Random) -> int:
         """A distance from the top, log-uniform up to ~0.5% of the price (at least 300 ticks,
-        and 1.5 times the book's maximum number of levels, so a deep book fits)."""
-        max_levels = self._bounds[(book.inst.venue, book.inst.symbol)][1]
-        span = max(300.0, 1.5 * max_levels, self.ref_ticks(book) * 0.005)
+        and twice the book's initial levels, so a deep book fits)."""
+        span = max(self._span[(book.inst.venue, book.inst.symbol)], self.ref_ticks(book) * 0.005)
         return int(math.exp(rng.uniform(0.0, math.log(span))))
 
     def _qty(self, book: SimBook, rng: random.Random, price: int) -> int:

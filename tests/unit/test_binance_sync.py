@@ -88,8 +88,20 @@ def test_a_diff_that_crosses_the_book_is_treated_like_a_gap():
 def test_trade_side_is_the_taker_side():
     plugin = plugin_for("binance")
     frame = orjson.dumps(
-        {"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 7,
-         "p": "61837.63000000", "q": "0.02000000", "T": 1723161255342, "m": True, "M": True}}
+        {
+            "stream": "btcusdt@trade",
+            "data": {
+                "e": "trade",
+                "E": 1,
+                "s": "BTCUSDT",
+                "t": 7,
+                "p": "61837.63000000",
+                "q": "0.02000000",
+                "T": 1723161255342,
+                "m": True,
+                "M": True,
+            },
+        }
     )
     (batch,) = plugin.parse(frame, 0)
     (trade,) = batch.trades
@@ -99,12 +111,26 @@ def test_trade_side_is_the_taker_side():
 
 def test_exchange_info_names_instruments_from_metadata():
     plugin = plugin_for("binance", bases=("BTC", "DOGE"))
-    info = {"symbols": [
-        {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
-         "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.01000000"},
-                     {"filterType": "LOT_SIZE", "stepSize": "0.00001000"}]},
-        {"symbol": "BTCUSDC", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDC"},
-        {"symbol": "1000DOGEUSDT", "status": "TRADING", "baseAsset": "1000DOGE", "quoteAsset": "USDT"},
-    ]}
+    info = {
+        "symbols": [
+            {
+                "symbol": "BTCUSDT",
+                "status": "TRADING",
+                "baseAsset": "BTC",
+                "quoteAsset": "USDT",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "tickSize": "0.01000000"},
+                    {"filterType": "LOT_SIZE", "stepSize": "0.00001000"},
+                ],
+            },
+            {"symbol": "BTCUSDC", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDC"},
+            {
+                "symbol": "1000DOGEUSDT",
+                "status": "TRADING",
+                "baseAsset": "1000DOGE",
+                "quoteAsset": "USDT",
+            },
+        ]
+    }
     (inst,) = plugin.parse_metadata([orjson.dumps(info)])
     assert inst.symbol == "BTC-USDT" and inst.price_precision == 2 and inst.qty_precision == 5

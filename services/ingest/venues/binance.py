@@ -50,6 +50,7 @@ class BinanceSpot(VenuePlugin):
     info_path = "/api/v3/exchangeInfo"
     depth_path = "/api/v3/depth"
     depth_stream = "depth@100ms"
+    trade_stream = "trade"
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -89,21 +90,33 @@ class BinanceSpot(VenuePlugin):
 
     # -- transport --------------------------------------------------------------------------
     def connections(self, instruments: list[Instrument]) -> list[ConnectionSpec]:
-        streams = []
-        for inst in instruments:
-            low = inst.native.lower()
-            streams.append((inst, [f"{low}@{self.depth_stream}", f"{low}@trade"]))
+        streams = [
+            (inst, [self.stream(inst, self.depth_stream), self.stream(inst, self.trade_stream)])
+            for inst in instruments
+        ]
+        return self.combined(self.cfg.ws_url, streams, self.venue)
+
+    @staticmethod
+    def stream(inst: Instrument, name: str) -> str:
+        return f"{inst.native.lower()}@{name}"
+
+    def combined(
+        self, url: str, streams: list[tuple[Instrument, list[str]]], label: str, owns: bool = True
+    ) -> list[ConnectionSpec]:
+        """Combined-stream connections ``url?streams=a/b/...`` of at most STREAMS_PER_CONNECTION
+        streams. ``owns``: the books of these instruments live on it (a reconnect resyncs them)."""
         specs = []
-        per_conn = STREAMS_PER_CONNECTION // 2
+        width = max((len(names) for _, names in streams), default=1)
+        per_conn = max(1, STREAMS_PER_CONNECTION // width)
         for i in range(0, len(streams), per_conn):
             chunk = streams[i : i + per_conn]
             names = "/".join(n for _, pair in chunk for n in pair)
             specs.append(
                 ConnectionSpec(
-                    url=f"{self.cfg.ws_url}?streams={names}",
+                    url=f"{url}?streams={names}",
                     subscribe=[],
-                    instruments=[inst for inst, _ in chunk],
-                    label=f"{self.venue}-{i // per_conn}",
+                    instruments=[inst for inst, _ in chunk] if owns else [],
+                    label=f"{label}-{i // per_conn}",
                 )
             )
         return specs
@@ -155,12 +168,15 @@ class BinanceSpot(VenuePlugin):
     # -- snapshots and integrity ------------------------------------------------------------
     def snapshot_request(self, inst: Instrument) -> HttpRequest:
         limit = self.snapshot_limit
-        weight = 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
         return HttpRequest(
             self.cfg.rest_url + self.depth_path,
             {"symbol": inst.native, "limit": str(limit)},
-            weight=weight,
+            weight=self.depth_weight(limit),
         )
+
+    @staticmethod
+    def depth_weight(limit: int) -> int:
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
     def parse_snapshot(self, inst: Instrument, body: bytes, ts_recv: int) -> BookUpdate:
         snap = orjson.loads(body)
