@@ -7,6 +7,7 @@ test's config by ``services.supervise.write`` — the same code ``make demo`` ru
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,6 @@ class SupervisedStack:
 
     def stop(self) -> None:
         self.ctl("shutdown")
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.popen.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
         self.proc.stop()
