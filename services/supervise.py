@@ -74,7 +74,7 @@ def banner(cfg: Config) -> str:
         f"  book builder bus PUB {cfg.book.pub}  ROUTER {cfg.book.control}",
     ]
     for v in cfg.enabled_venues():
-        lines.append(f"  ingest {v.name:<10}PUB {v.pub}  ROUTER {v.control}  <- {v.ws_url}")
+        lines.append(f"  ingest {v.name:<13}PUB {v.pub}  ROUTER {v.control}  <- {v.ws_url}")
     if cfg.simulator.get("enabled"):
         lines.append(f"  simulator control http://127.0.0.1:{cfg.simulator.get('control_port', 9100)}/sim/stats")
     lines.append("  status: .venv/bin/supervisorctl -c deploy/supervisord.conf status")

@@ -31,6 +31,9 @@ def stable_seed(*parts: object) -> int:
     return zlib.crc32(":".join(map(str, parts)).encode())
 
 
+VENUE_OFFSET = 3e-7  # relative to the price
+
+
 class Market:
     """Shared mids plus every (venue, symbol) book."""
 
@@ -80,7 +83,9 @@ class Market:
         if first_id is None:
             first_id = rng.randrange(10**9, 5 * 10**10)
         book = SimBook(inst, first_id, rng.randrange(10**6, 10**9), 0.0)
-        book.offset = rng.uniform(-1e-4, 1e-4) * self.ref_ticks(book)
+        # venues disagree by a fraction of a basis point: enough for an occasional cross-venue
+        # crossed market, as arbitrage allows in reality, not a permanent one
+        book.offset = rng.uniform(-VENUE_OFFSET, VENUE_OFFSET) * self.ref_ticks(book)
         self.books[key] = book
         self._rngs[key] = rng
         self._span[key] = max(300.0, 2.0 * levels)
