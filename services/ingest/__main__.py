@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 from common.bus import Publisher
@@ -13,6 +15,15 @@ from common.logs import setup_logging
 from services.ingest.runner import IngestRunner, load_plugin
 
 log = logging.getLogger("flowbook.ingest")
+
+
+async def _serve(runner: IngestRunner) -> None:
+    """Run until SIGTERM (supervisord's stop), then unwind so the recorder is closed."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
     runner = IngestRunner(venue, plugin, publisher)
     try:
-        asyncio.run(runner.run())
+        asyncio.run(_serve(runner))
     except KeyboardInterrupt:
         pass
     finally:

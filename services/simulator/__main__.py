@@ -1,8 +1,11 @@
 """``python -m services.simulator --config deploy/demo.toml [--venues binance,...]
 [--control-port N] [--rate N] [--log-level INFO]``
+``python -m services.simulator --config FILE --replay REC [REC ...] [--speed N]``
 
 Serves every enabled venue that has a ``sim_port`` (or the ones named) in its own dialect, plus the
-HTTP control API, until SIGTERM/SIGINT. Prints one line per listening port to stdout.
+HTTP control API, until SIGTERM/SIGINT. Prints one line per listening port to stdout. With
+``--replay`` it serves an ingest recording (``record_dir``) instead, see ``replay.py``: recorded
+pace times ``--speed`` (default 1; 0: as fast as possible).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 
 from .config import load_config
 from .engine import Simulator
+from .replay import Replayer, load_records
 
 log = logging.getLogger("simulator")
 
@@ -26,13 +30,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control-port", type=int, help="override [simulator] control_port (0: any)")
     p.add_argument("--rate", type=float, help="override [simulator] rate (updates/s per venue)")
     p.add_argument("--log-level", default="INFO", help="default: %(default)s")
+    p.add_argument("--replay", nargs="+", metavar="REC", help="serve these recording files")
+    p.add_argument("--speed", type=float, default=1.0, help="replay pace factor, 0: max speed")
     return p.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> int:
     venues = [v.strip() for v in args.venues.split(",") if v.strip()] if args.venues else None
-    cfg = load_config(args.config, venues, args.control_port, args.rate)
-    sim = Simulator(cfg)
+    if args.replay:
+        rec_venue, records = load_records(args.replay)
+        cfg = load_config(args.config, [rec_venue], args.control_port, args.rate)
+        sim: Simulator | Replayer = Replayer(cfg, rec_venue, records, args.speed)
+    else:
+        cfg = load_config(args.config, venues, args.control_port, args.rate)
+        sim = Simulator(cfg)
     if not sim.venues:
         log.error("no venue to simulate in %s", args.config)
         return 2
@@ -44,9 +55,13 @@ async def amain(args: argparse.Namespace) -> int:
     print(f"control http://{host}:{sim.control_port}/sim", flush=True)
     for name, venue in sim.venues.items():
         print(f"venue {name} ws://{host}:{venue.port} http://{host}:{venue.port}", flush=True)
-    log.info(
-        "simulating %s at %g updates/s per venue, seed %d", ",".join(sim.venues), cfg.rate, cfg.seed
-    )
+    if not args.replay:
+        log.info(
+            "simulating %s at %g updates/s per venue, seed %d",
+            ",".join(sim.venues),
+            cfg.rate,
+            cfg.seed,
+        )
     try:
         await sim.run()
     finally:

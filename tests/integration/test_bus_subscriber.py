@@ -1,0 +1,339 @@
+"""The bus Subscriber against a real Publisher over ZeroMQ on loopback.
+
+Every book the Subscriber hands out is checked, at the seq it was delivered with, against the
+publisher's own book at that seq: nothing wrong is ever delivered, whatever is lost on the way
+(late join, high-water-mark overflow, publisher restart). Trades are counted, not repaired.
+Also: ``common.follow.BookFollower`` and ``examples/follow_btc.py`` against the same publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import subprocess
+import threading
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from common.book import OrderBook
+from common.bus import Subscriber, Upstream
+from common.follow import BookFollower
+from tests.buspub import ThreadPublisher, digest
+from tests.procs import PY, ROOT, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOPICS = [f"book.test.S{i}-USD" for i in range(4)]
+PAD = "x" * 4000  # makes every message big: a flood overflows socket buffers fast
+
+
+class CheckedMirror:
+    """A Subscriber on its own loop thread that mirrors ``book.*`` topics and checks every
+    delivered book against the publisher's truth at that (epoch, seq)."""
+
+    def __init__(self, pub: ThreadPublisher, prefixes: list[str], rcvhwm: int = 200_000) -> None:
+        self.pub = pub
+        self.books: dict[str, OrderBook] = {}
+        self.checked = 0
+        self.wrong: list[str] = []
+        self.stale: list[tuple[str, str]] = []
+        self.trades: dict[str, list[int]] = defaultdict(list)  # delivered trade seqs
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        upstream = [Upstream(pub.pub_ep, pub.control_ep, "test")]
+
+        def make() -> Subscriber:
+            sub = Subscriber(
+                upstream, prefixes, self._on_message, on_stale=self._on_stale, rcvhwm=rcvhwm
+            )
+            sub.start(self.loop)
+            return sub
+
+        self.sub: Subscriber = self.call(make)
+
+    def call(self, fn, *args):
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def _on_message(self, topic: str, msg: dict[str, Any]) -> None:
+        if topic.startswith("trade."):
+            self.trades[topic].append(msg["seq"])
+            return
+        if not topic.startswith("book."):
+            return
+        if msg["type"] == "snapshot":
+            self.books[topic] = OrderBook()
+        book = self.books.get(topic)
+        if book is None:
+            self.wrong.append(f"{topic} #{msg['seq']}: delta delivered before any snapshot")
+            return
+        book.apply(map(tuple, msg["bids"]), map(tuple, msg["asks"]))
+        want = self.pub.truth.get((msg["epoch"], topic, msg["seq"]))
+        self.checked += 1
+        if want != digest(book):
+            self.wrong.append(f"{topic} #{msg['seq']} ({msg['type']}): book differs from truth")
+
+    def _on_stale(self, topic: str, reason: str) -> None:
+        self.stale.append((topic, reason))
+        self.books.pop(topic, None)
+
+    def block(self) -> threading.Event:
+        """Stop the subscriber's loop (nothing is read) until the returned event is set."""
+        gate = threading.Event()
+        self.loop.call_soon_threadsafe(gate.wait, 60)
+        return gate
+
+    def equal_to_publisher(self) -> bool:
+        truth = self.pub.call(lambda: {t: digest(b) for t, b in self.pub.books.items()})
+        ours = self.call(
+            lambda: {t: digest(b) for t, b in self.books.items() if self.sub.usable(t)}
+        )
+        return ours == truth
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.sub.close()
+            await asyncio.sleep(0)  # let the cancelled watcher task finish
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def pub():
+    p = ThreadPublisher()
+    yield p
+    p.close()
+
+
+def test_late_joiner_gets_every_book_by_resync(pub: ThreadPublisher) -> None:
+    for t in TOPICS:
+        pub.call(pub.new_book, t)
+    pub.call(pub.deltas, TOPICS, 400)
+    mirror = CheckedMirror(pub, ["book."])
+    try:
+        wait_until(mirror.equal_to_publisher, 20, what="every book via resync")
+        assert set(mirror.books) == set(TOPICS)
+        pub.call(pub.deltas, TOPICS, 400)  # and it keeps up with the live stream
+        wait_until(mirror.equal_to_publisher, 20, what="books follow the deltas")
+        assert mirror.checked > 400
+        assert mirror.wrong == []
+    finally:
+        mirror.close()
+
+
+def test_slow_consumer_overflow_is_detected_and_repaired(tmp_path) -> None:
+    pub = ThreadPublisher(sndhwm=10)
+    mirror = None
+    try:
+        for t in TOPICS:
+            pub.call(pub.new_book, t)
+        mirror = CheckedMirror(pub, ["book."], rcvhwm=10)
+        wait_until(mirror.equal_to_publisher, 20, what="initial books")
+        gate = mirror.block()
+
+        def flood() -> None:  # ~24 MB: far beyond both HWMs and the kernel's socket buffers
+            for i in range(6000):
+                topic = TOPICS[i % len(TOPICS)]
+                pub.delta(topic)
+                pub.pub.publish(f"{topic}.pad", {"type": "pad", "pad": PAD})
+
+        pub.call(flood)
+        gate.set()
+        wait_until(lambda: mirror.sub.stats.gaps > 0, 20, what="gap detected by seq")
+        wait_until(mirror.equal_to_publisher, 30, what="books repaired by resync")
+        assert mirror.stale, "the gap must be reported through on_stale"
+        assert mirror.sub.stats.resyncs >= 2
+        pub.call(pub.deltas, TOPICS, 200)
+        wait_until(mirror.equal_to_publisher, 20, what="live again after the repair")
+        assert mirror.wrong == [], mirror.wrong[:5]
+        assert mirror.checked > len(TOPICS)
+    finally:
+        if mirror is not None:
+            mirror.close()
+        pub.close()
+
+
+def test_publisher_restart_triggers_resync(pub: ThreadPublisher) -> None:
+    for t in TOPICS:
+        pub.call(pub.new_book, t)
+    mirror = CheckedMirror(pub, ["book."])
+    try:
+        wait_until(mirror.equal_to_publisher, 20, what="initial books")
+        old = pub.pub.epoch
+        wait_until(lambda: mirror.sub.links[0].hb_epoch == old, 20, what="a heartbeat")
+        new = pub.restart()
+        assert new != old
+
+        def resynced(epoch: str) -> bool:
+            epochs = mirror.call(lambda: {mirror.sub.topics[t].epoch for t in TOPICS})
+            return epochs == {epoch} and mirror.equal_to_publisher()
+
+        # the new epoch's heartbeat alone makes the subscriber ask for every book again
+        wait_until(lambda: resynced(new), 20, what="books resynced in the new epoch")
+        assert mirror.sub.stats.epochs_seen == 1
+        pub.call(pub.deltas, TOPICS, 100)
+        wait_until(mirror.equal_to_publisher, 20, what="books follow the new epoch")
+        # a second restart, now with data first: a topic's new epoch also means resync
+        newer = pub.restart()
+        pub.call(pub.deltas, TOPICS, 100)
+        wait_until(lambda: resynced(newer), 20, what="books resynced after a second restart")
+        assert {t for t, _ in mirror.stale} == set(TOPICS)
+        assert mirror.wrong == []
+    finally:
+        mirror.close()
+
+
+def test_trade_gaps_are_counted_as_lost_not_repaired() -> None:
+    pub = ThreadPublisher(sndhwm=10)
+    mirror = None
+    topic = "trade.test.S0-USD"
+    trade = {"type": "trades", "trades": [{"price": 1.0, "size": 1.0, "side": "buy"}], "pad": PAD}
+    try:
+        mirror = CheckedMirror(pub, ["trade."], rcvhwm=10)
+        wait_until(lambda: mirror.sub.links[0].alive, 20, what="subscriber connected")
+        pub.call(pub.message, topic, trade, False)
+        wait_until(lambda: mirror.trades[topic], 20, what="first trade")
+        requests_before = pub.pub.resync_requests
+        gate = mirror.block()
+        pub.call(lambda: [pub.message(topic, trade, False) for _ in range(6000)])
+        gate.set()
+        last = 0
+
+        def last_one_arrived() -> bool:  # a loss at the very end would be invisible: end live
+            nonlocal last
+            if not mirror.trades[topic] or mirror.trades[topic][-1] != last:
+                last = pub.call(pub.message, topic, trade, False)
+                return False
+            return True
+
+        wait_until(last_one_arrived, 30, interval=0.2, what="a trade after the flood arrives")
+        seqs = mirror.call(lambda: list(mirror.trades[topic]))
+        assert seqs == sorted(set(seqs)), "trades delivered in order, never twice"
+        lost = mirror.sub.stats.lost_trades
+        assert lost > 0
+        assert lost + len(seqs) == seqs[-1]  # every published trade is delivered or counted
+        assert pub.pub.resync_requests == requests_before, "trade gaps are not repaired"
+    finally:
+        if mirror is not None:
+            mirror.close()
+        pub.close()
+
+
+def test_book_follower_gives_whole_books_and_latest_depth(pub: ThreadPublisher) -> None:
+    pub.call(pub.new_book, TOPICS[0])
+    depth = {"type": "depth", "state": "live", "bids": [[99.0, 1.0]], "asks": [[101.0, 2.0]]}
+    pub.call(pub.message, "depth.all.S0-USD", depth)
+    got: queue.Queue = queue.Queue()
+    loop = asyncio.new_event_loop()
+    calls: list[tuple[str, bool]] = []  # (topic, has a value) per on_book callback
+    follower = BookFollower(
+        [Upstream(pub.pub_ep, pub.control_ep, "test")],
+        ["book.", "depth."],
+        lambda topic, value: calls.append((topic, value is not None)),
+    )
+
+    async def consume() -> None:
+        follower.start()
+        try:
+            async for topic, value in follower.updates():
+                got.put((topic, digest(value) if isinstance(value, OrderBook) else value))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            follower.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(consume(),), daemon=True)
+    thread.start()
+    try:
+        seen: dict[str, Any] = {}
+
+        def latest(topic: str) -> Any:
+            while not got.empty():
+                t, v = got.get()
+                seen[t] = v
+            return seen.get(topic, "unset")
+
+        def book_ok() -> bool:
+            return latest(TOPICS[0]) == pub.call(lambda: digest(pub.books[TOPICS[0]]))
+
+        wait_until(book_ok, 20, what="book via resync")
+        wait_until(
+            lambda: isinstance(d := latest("depth.all.S0-USD"), dict) and d["asks"] == [[101, 2]],
+            20,
+            what="latest depth via resync",
+        )
+        pub.call(pub.deltas, TOPICS[:1], 50)
+        wait_until(book_ok, 20, what="book follows deltas")
+        # the venue lost sync: the book is gone until the next snapshot
+        pub.call(lambda: pub.pub.publish(TOPICS[0], {"type": "state", "state": "syncing"}))
+        wait_until(lambda: latest(TOPICS[0]) is None, 20, what="book dropped on state")
+        book_calls = [has for topic, has in calls if topic == TOPICS[0]]
+        assert len(book_calls) >= 52 and book_calls[-1] is False  # snapshot, 50 deltas, state
+    finally:
+        loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
+        thread.join(5)
+
+
+def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> None:
+    bbo = {
+        "type": "bbo",
+        "venue": "all",
+        "symbol": "BTC-USD",
+        "state": "live",
+        "venues": ["binance", "kraken"],
+        "excluded": {},
+        "bid": [65000.5, 1.5, "binance"],
+        "ask": [65001.25, 0.75, "kraken"],
+        "bid_venues": {"binance": 1.0, "kraken": 0.5},
+        "ask_venues": {"kraken": 0.75},
+        "spread_bps": 0.1154,
+        "crossed": False,
+    }
+    depth = {"type": "depth", "venue": "all", "symbol": "BTC-USD", "state": "live"}
+    depth |= {"venues": ["binance", "kraken"], "bids": [[65000.5, 1.5, {"binance": 1.0}]] * 3}
+    depth["asks"] = [[65001.25, 0.75, {"kraken": 0.75}]] * 2
+    pub.call(pub.message, "depth.all.BTC-USD", depth)
+    pub.call(pub.message, "bbo.all.BTC-USD", bbo)  # before the example starts: resync only
+    proc = subprocess.Popen(
+        [PY, "examples/follow_btc.py", "--endpoint", pub.pub_ep, "--control", pub.control_ep],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    out: list[str] = []
+
+    def printed(text: str) -> bool:
+        while not lines.empty():
+            out.append(lines.get())
+        return any(text in line for line in out)
+
+    try:
+        wait_until(lambda: printed("# resync: start"), 20, what="resync at start")
+        wait_until(
+            lambda: printed("bid 65000.5 x 1.5 [binance:1.0 kraken:0.5]  ask 65001.25 x 0.75"),
+            20,
+            what="bbo from the resync",
+        )
+        pub.call(pub.skip, "bbo.all.BTC-USD", 3)
+        pub.call(pub.message, "bbo.all.BTC-USD", {**bbo, "bid": [65000.75, 2.0, "kraken"]})
+        wait_until(lambda: printed("3 message(s) missed"), 20, what="gap noticed")
+        wait_until(lambda: printed("bid 65000.75 x 2.0"), 20, what="new bbo")
+        assert printed("depth 3x2 from binance,kraken")
+        assert printed("spread 0.75 (0.1154 bps)")
+        pub.restart()  # a new epoch: the example asks again and shows the current bbo
+        wait_until(lambda: printed("publisher restarted"), 20, what="restart noticed")
+        wait_until(lambda: printed("#1 bid 65000.75 x 2.0"), 20, what="bbo of the new epoch")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        print("".join(out))
