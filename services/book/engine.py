@@ -33,7 +33,7 @@ from services.book.mirror import (
 )
 from services.book.rates import Rates, Reference
 from services.book.status import VenueStatus
-from services.book.symbols import group_of, parse_market, unit_of
+from common.symbols import group_of, parse_market, unit_of
 
 log = logging.getLogger("flowbook.book")
 

@@ -19,7 +19,7 @@ import math
 from typing import Any, Protocol
 
 from common.book import Level, OrderBook
-from services.book.symbols import Market
+from common.symbols import Market
 
 LIVE, SYNCING, STALE, DOWN = "live", "syncing", "stale", "down"
 # worst first wins when states are combined (a venue with one stale book is stale)

@@ -13,7 +13,7 @@ from typing import Any
 
 from common.config import ConfigError
 from services.book.mirror import Mirror
-from services.book.symbols import parse_market
+from common.symbols import parse_market
 
 
 @dataclass(frozen=True, slots=True)

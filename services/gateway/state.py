@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from common.config import Config
+from common.symbols import group_name
 
 VENUE_STATES = ("live", "syncing", "stale", "down")
 # Keys of a bus payload that are the book builder's envelope, not data.
@@ -26,26 +27,6 @@ def split_topic(topic: str) -> tuple[str, str, str]:
     kind, _, rest = topic.partition(".")
     venue, _, symbol = rest.partition(".")
     return kind, venue, symbol
-
-
-def group_of(symbol: str, quote_groups: tuple[tuple[str, ...], ...]) -> str | None:
-    """Consolidation group of ``BASE-QUOTE[-PERP]``: the quote group's first member is its unit
-    (``BTC-USDT`` -> ``BTC-USD``). Same rule as the book builder (services/book/symbols.py)."""
-    parts = symbol.split("-")
-    if len(parts) == 3 and parts[2] == "PERP":
-        perp = True
-    elif len(parts) == 2:
-        perp = False
-    else:
-        return None
-    base, quote = parts[0], parts[1]
-    if not base or not quote:
-        return None
-    for group in quote_groups:
-        if quote in group:
-            quote = group[0]
-            break
-    return f"{base}-{quote}-PERP" if perp else f"{base}-{quote}"
 
 
 def table(msg: dict[str, Any], key: str) -> dict[str, Any]:
@@ -202,7 +183,7 @@ class MarketState:
         except KeyError:
             if len(self._groups) > 100_000:
                 self._groups.clear()
-            group = self._groups[symbol] = group_of(symbol, self.quote_groups)
+            group = self._groups[symbol] = group_name(symbol, self.quote_groups)
             return group
 
     def known_symbol(self, venue: str, symbol: str) -> bool:

@@ -51,3 +51,9 @@ def unit_of(quote: str, quote_groups: tuple[tuple[str, ...], ...]) -> str:
 def group_of(market: Market, quote_groups: tuple[tuple[str, ...], ...]) -> str:
     name = f"{market.base}-{unit_of(market.quote, quote_groups)}"
     return f"{name}-PERP" if market.perp else name
+
+
+def group_name(symbol: str, quote_groups: tuple[tuple[str, ...], ...]) -> str | None:
+    """Consolidation group of a ``BASE-QUOTE[-PERP]`` symbol (``BTC-USDT`` -> ``BTC-USD``)."""
+    market = parse_market("", symbol)
+    return group_of(market, quote_groups) if market else None
