@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.book import OrderBook
+from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import (
     Group,
     Source,
@@ -19,7 +20,6 @@ from services.book.consolidate import (
     merge_side,
 )
 from services.book.mirror import LIVE, STALE, SYNCING, Mirror
-from services.book.symbols import group_of, parse_market, unit_of
 
 GROUPS = (("USD", "USDT", "USDC"),)
 
