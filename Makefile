@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WEB    := services/gateway/web
+WEBSTAMP := $(WEB)/dist/index.html
+BENCH_ARGS ?=
 
-.PHONY: install demo run test test-fast lint fmt bench status clean
+.PHONY: install web browser demo run test test-fast lint fmt bench soak status clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,28 +18,49 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# The dashboard (Vue 3 + TypeScript + Vite), served by the gateway from $(WEB)/dist.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+	touch $@
+
+$(WEBSTAMP): $(WEB)/node_modules/.package-lock.json $(shell find $(WEB)/src $(WEB)/index.html $(WEB)/vite.config.ts -type f 2>/dev/null)
+	cd $(WEB) && npm run build
+
+web: $(WEBSTAMP)
+
+# Headless Chromium from Debian for the browser tests (Playwright's own download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: install web
 	$(BIN)/python -m services.supervise demo
 
-run: install
+run: install web
 	$(BIN)/python -m services.supervise run
 
-test: install
+test: install web browser
+	cd $(WEB) && npm test --silent
 	$(BIN)/python -m pytest -q -ra tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra tests/unit
 
+bench: install
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
 lint: install
-	$(BIN)/ruff check common services tests
-	$(BIN)/ruff format --check common services tests
+	$(BIN)/ruff check common services tests examples
+	$(BIN)/ruff format --check common services tests examples
 
 fmt: install
-	$(BIN)/ruff check --fix common services tests
-	$(BIN)/ruff format common services tests
+	$(BIN)/ruff check --fix common services tests examples
+	$(BIN)/ruff format common services tests examples
 
 status:
 	$(BIN)/supervisorctl -c deploy/supervisord.conf status
 
 clean:
-	rm -rf run .pytest_cache
+	rm -rf run .pytest_cache $(WEB)/dist

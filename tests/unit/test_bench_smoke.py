@@ -1,0 +1,77 @@
+"""The benchmark harness runs: ~5 s at 500 msg/s, Binance only, under a real supervisord, and its
+JSON has a latency figure for every stage (the full benchmark is ``make bench``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from tests.procs import ROOT
+
+STAGES = ("ingest", "book", "gateway", "ws", "e2e", "recv_to_book")
+
+
+def test_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--steps" in out.stdout and "--venues" in out.stdout
+
+
+@pytest.mark.timeout(90)
+def test_bench_smoke(tmp_path) -> None:
+    results = tmp_path / "results.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.bench.run",
+        "--steps",
+        "500",
+        "--duration",
+        "5",
+        "--warmup",
+        "1",
+        "--venues",
+        "binance",
+        "--bases",
+        "BTC,ETH,SOL",
+        "--no-cryptofeed",
+        "--no-profile",
+        "--quiet-wait",
+        "0",
+        "--out",
+        str(results),
+        "--plot",
+        "",
+        "--markdown",
+        "",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=75)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the harness stops its supervisord on SIGTERM
+        output, _ = proc.communicate(timeout=40)
+        pytest.fail(f"the benchmark harness did not finish in time:\n{output[-3000:]}")
+    assert proc.returncode == 0, output[-5000:]
+    data = orjson.loads(results.read_bytes())
+    (step,) = data["steps"]
+    assert step["target_msgs_s"] == 500
+    assert step["offered_msgs_s"] > 0 and step["delivered_msgs_s"] > 0
+    for stage in STAGES:
+        summary = step["latency_us"][stage]
+        assert summary and summary["count"] > 0, stage
+        assert {"p50", "p90", "p99", "p99.9", "max"} <= set(summary), stage
+    assert step["lost"]["bus_bbo_seq_gaps"] == 0
+    assert {"ingest:binance", "book", "gateway"} <= set(step["processes"])
+    assert step["flowbook_rss_mb"] > 0
