@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 from hdrh.histogram import HdrHistogram
 
-PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 MAX_US = 60_000_000
 
 

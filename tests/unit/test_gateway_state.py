@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from services.gateway.state import MarketState, group_of, split_topic
+from common.symbols import group_name as group_of
+from services.gateway.state import MarketState, split_topic
 
 GROUPS = (("USD", "USDT", "USDC"),)
 
