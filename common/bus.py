@@ -302,6 +302,10 @@ class Subscriber:
             link.readers.append(
                 FdReader(link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop)
             )
+            # A publisher that dies closes its TCP connection: report it down at once instead
+            # of waiting stale_after_s for the missing heartbeats.
+            monitor = link.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            link.readers.append(FdReader(monitor, lambda f, lk=link: self._on_disconnect(lk), loop))
         self._task = loop.create_task(self._watch())
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -425,6 +429,17 @@ class Subscriber:
             link.dealer.send(orjson.dumps({"op": "resync", "topics": wanted}), zmq.NOBLOCK)
         except zmq.Again:
             log.warning("resync request to %s not sent (queue full)", link.upstream.name)
+
+    def _on_disconnect(self, link: _Link) -> None:
+        if not link.alive:
+            return
+        link.alive = False
+        log.warning("%s disconnected: down", link.upstream.name)
+        for topic, state in self.topics.items():
+            if state.link is link and state.usable and topic.startswith(STATEFUL_PREFIXES):
+                self._mark_stale(link, topic, "publisher disconnected")
+        if self.on_upstream:
+            self.on_upstream(link.upstream.name, False)
 
     def _on_reply(self, link: _Link, frames: list[bytes]) -> None:
         try:
