@@ -89,7 +89,17 @@ def test_client_book_equals_exchange_and_a_gap_is_repaired(pipeline):
     assert bbo["bid"][2] == "binance" and bbo["ask"][2] == "binance"
     assert bbo["ask"][0] == asks[0][0] and not bbo["crossed"]
 
-    before = httpx.get(f"{base}/api/status").json()["venues"]["binance"]["resyncs"]
+    before = (
+        wait_until(
+            lambda: (
+                httpx.get(f"{base}/api/status").json()["venues"]["binance"]["resyncs"] is not None
+                and httpx.get(f"{base}/api/status").json()["venues"]["binance"]["resyncs"] + 0 + 1
+            ),
+            20,
+            what="ingest stats reached the gateway",
+        )
+        - 1
+    )
     sim.fault("binance", "gap", symbol="BTCUSDT")
     wait_until(
         lambda: (
