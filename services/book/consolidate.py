@@ -37,8 +37,9 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from common.book import Level, OrderBook
@@ -65,36 +66,56 @@ class Source:
     rate: float = 1.0
 
 
+def iter_levels(book: OrderBook, bids: bool, rate: float = 1.0) -> Iterator[Level]:
+    """Converted levels of one side, best first, lazily."""
+    side = book.bids if bids else book.asks
+    prices = reversed(side) if bids else iter(side)
+    if rate == 1.0:
+        return ((p, side[p]) for p in prices)
+    return ((convert(p, rate), side[p]) for p in prices)
+
+
 def best_levels(book: OrderBook, bids: bool, n: int, rate: float = 1.0) -> list[Level]:
     """Best-first converted levels covering ``n`` distinct converted prices (and every level
     that converts to the n-th price, should rounding make two prices equal)."""
     if rate == 1.0:
         return book.top_bids(n) if bids else book.top_asks(n)
-    side = book.bids if bids else book.asks
     out: list[Level] = []
     distinct = 0
     last = None
-    for price in side.irange(reverse=bids):
-        conv = convert(price, rate)
+    for conv, size in iter_levels(book, bids, rate):
         if conv != last:
             if distinct == n:
                 break
             distinct += 1
             last = conv
-        out.append((conv, side[price]))
+        out.append((conv, size))
     return out
+
+
+def best_level(book: OrderBook, bids: bool, rate: float = 1.0) -> Level | None:
+    """The best converted price and the size there (levels that round to it summed)."""
+    if rate == 1.0:
+        return book.best_bid() if bids else book.best_ask()
+    levels = best_levels(book, bids, 1, rate)
+    if not levels:
+        return None
+    if len(levels) == 1:
+        return levels[0]
+    return (levels[0][0], round15(sum(s for _, s in levels)))
 
 
 def merge_side(sources: Iterable[Source], n: int, bids: bool) -> list[ConsLevel]:
     acc: dict[float, dict[str, float]] = {}
     for src in sources:
+        venue = src.venue
         for price, size in best_levels(src.book, bids, n, src.rate):
             per = acc.get(price)
             if per is None:
-                acc[price] = {src.venue: size}
+                acc[price] = {venue: size}
             else:
-                prev = per.get(src.venue)
-                per[src.venue] = size if prev is None else round15(prev + size)
+                prev = per.get(venue)
+                per[venue] = size if prev is None else round15(prev + size)
     out: list[ConsLevel] = []
     for price in sorted(acc, reverse=bids)[:n]:
         per = acc[price]
@@ -107,42 +128,52 @@ def _top_venue(per: dict[str, float]) -> str:
     return min(per.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
-def is_crossed(sources: list[Source]) -> bool:
+Tops = list[tuple[str, Level | None, Level | None]]  # (venue, best bid, best ask) per market
+
+
+def tops_of(sources: list[Source]) -> Tops:
+    return [
+        (s.venue, best_level(s.book, True, s.rate), best_level(s.book, False, s.rate))
+        for s in sources
+    ]
+
+
+def is_crossed(sources: list[Source], tops: Tops | None = None) -> bool:
     """Some market's best bid >= another market's best ask."""
-    tops = []
-    for src in sources:
-        b = best_levels(src.book, True, 1, src.rate)
-        a = best_levels(src.book, False, 1, src.rate)
-        tops.append((b[0][0] if b else None, a[0][0] if a else None))
-    for i, (bid, _) in enumerate(tops):
+    tops = tops_of(sources) if tops is None else tops
+    for i, (_, bid, _) in enumerate(tops):
         if bid is None:
             continue
-        for j, (_, ask) in enumerate(tops):
-            if i != j and ask is not None and bid >= ask:
+        for j, (_, _, ask) in enumerate(tops):
+            if i != j and ask is not None and bid[0] >= ask[0]:
                 return True
     return False
 
 
-def crossed_size(sources: list[Source], n: int) -> float:
+def _first_levels(src: Source, bids: bool, n: int) -> Iterable[Level]:
+    """``best_levels``, read lazily when no conversion can merge prices."""
+    if src.rate == 1.0:
+        return islice(iter_levels(src.book, bids), n)
+    return best_levels(src.book, bids, n, src.rate)
+
+
+def crossed_size(sources: list[Source], n: int, tops: Tops | None = None) -> float:
     """Largest volume matchable between bids and asks (top ``n`` levels of each market) with
     bid price >= ask price. Bids are taken in ascending price, each filled from the pool of
     asks priced at or below it: every ask in the pool suits every later (higher) bid too, so
     filling the most constrained bid first is optimal."""
-    best_bid = max(
-        (lv[0][0] for s in sources if (lv := best_levels(s.book, True, 1, s.rate))), default=None
-    )
-    best_ask = min(
-        (lv[0][0] for s in sources if (lv := best_levels(s.book, False, 1, s.rate))), default=None
-    )
+    tops = tops_of(sources) if tops is None else tops
+    best_bid = max((b[0] for _, b, _ in tops if b is not None), default=None)
+    best_ask = min((a[0] for _, _, a in tops if a is not None), default=None)
     if best_bid is None or best_ask is None or best_bid < best_ask:
         return 0.0
     events: list[tuple[float, int, float]] = []
     for src in sources:
-        for price, size in best_levels(src.book, True, n, src.rate):
+        for price, size in _first_levels(src, True, n):
             if price < best_ask:
                 break
             events.append((price, 1, size))
-        for price, size in best_levels(src.book, False, n, src.rate):
+        for price, size in _first_levels(src, False, n):
             if price > best_bid:
                 break
             events.append((price, 0, size))
@@ -165,22 +196,41 @@ def spread_bps(bid: float | None, ask: float | None) -> float | None:
     return round((ask - bid) / mid * 1e4, 4) if mid > 0 else None
 
 
+def _best_of(tops: Tops, bids: bool) -> tuple[list[Any] | None, dict[str, float]]:
+    """``[price, total, top venue]`` and {venue: size} at the best price across markets."""
+    k = 1 if bids else 2
+    best: float | None = None
+    for top in tops:
+        lv = top[k]
+        if lv is not None and (best is None or (lv[0] > best if bids else lv[0] < best)):
+            best = lv[0]
+    if best is None:
+        return None, {}
+    per: dict[str, float] = {}
+    for top in tops:
+        lv = top[k]
+        if lv is not None and lv[0] == best:
+            prev = per.get(top[0])
+            per[top[0]] = lv[1] if prev is None else round15(prev + lv[1])
+    total = next(iter(per.values())) if len(per) == 1 else round15(sum(per.values()))
+    return [best, total, _top_venue(per)], per
+
+
 def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
     """The price part of a ``bbo.all`` message (see the module docstring)."""
-    bids = merge_side(sources, 1, True)
-    asks = merge_side(sources, 1, False)
-    out: dict[str, Any] = {"bid": None, "ask": None, "bid_venues": {}, "ask_venues": {}}
-    for name, levels in (("bid", bids), ("ask", asks)):
-        if levels:
-            price, total, per = levels[0]
-            out[name] = [price, total, _top_venue(per)]
-            out[f"{name}_venues"] = per
-    bid = out["bid"][0] if out["bid"] else None
-    ask = out["ask"][0] if out["ask"] else None
-    out["spread_bps"] = spread_bps(bid, ask)
-    crossed = is_crossed(sources)
+    tops = tops_of(sources)
+    bid, bid_venues = _best_of(tops, True)
+    ask, ask_venues = _best_of(tops, False)
+    out: dict[str, Any] = {
+        "bid": bid,
+        "ask": ask,
+        "bid_venues": bid_venues,
+        "ask_venues": ask_venues,
+    }
+    out["spread_bps"] = spread_bps(bid[0] if bid else None, ask[0] if ask else None)
+    crossed = bid is not None and ask is not None and bid[0] >= ask[0] and is_crossed(sources, tops)
     out["crossed"] = crossed
-    out["crossed_size"] = crossed_size(sources, n) if crossed else 0.0
+    out["crossed_size"] = crossed_size(sources, n, tops) if crossed else 0.0
     return out
 
 

@@ -67,6 +67,7 @@ class Mirror:
     __slots__ = (
         "book",
         "deltas",
+        "depth",
         "group",
         "health",
         "ignored",
@@ -76,6 +77,7 @@ class Mirror:
         "snapshots",
         "symbol",
         "sync",
+        "top_changed",
         "trims",
         "ts",
         "venue",
@@ -89,6 +91,7 @@ class Mirror:
         keep: int,
         market: Market | None = None,
         group: str | None = None,
+        depth: int = 50,
     ) -> None:
         self.venue = venue
         self.symbol = symbol
@@ -104,6 +107,8 @@ class Mirror:
         self.deltas = 0
         self.ignored = 0
         self.trims = 0
+        self.depth = depth  # levels published per side
+        self.top_changed = True  # the last delta changed the best ``depth`` levels
 
     @property
     def state(self) -> str:
@@ -139,10 +144,17 @@ class Mirror:
         self.deltas += 1
         self.ts = ts
         book = self.book
+        # A change below the depth-th level cannot change the published top levels (an insert
+        # or delete above it shifts them and is seen as a change above it).
+        bid_floor, ask_ceiling = book.nth_prices(self.depth)
+        changed = False
         for price, size in bids:
             book.set_level(True, price, size)
+            changed = changed or price >= bid_floor
         for price, size in asks:
             book.set_level(False, price, size)
+            changed = changed or price <= ask_ceiling
+        self.top_changed = changed
         self._trim()
         return True
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import ConfigError
-from services.book.mirror import Mirror
 from common.symbols import parse_market
+from services.book.mirror import Mirror
 
 
 @dataclass(frozen=True, slots=True)
