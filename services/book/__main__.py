@@ -10,6 +10,7 @@ import sys
 
 import zmq
 
+from common import aio
 from common.config import ConfigError, load
 from common.logs import setup_logging
 from services.book.app import BookBuilder
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowbook book: cannot open the bus endpoints: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(builder))
+        aio.run(_serve(builder))
     except KeyboardInterrupt:
         pass
     finally:

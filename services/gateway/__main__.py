@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from common import aio
 from common.config import ConfigError, load
 from common.logs import setup_logging
 from services.gateway.app import Gateway
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowbook gateway: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_main(gateway))
+        aio.run(_main(gateway))
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", gateway.settings.host, gateway.settings.port, exc)
         return 1

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from common import aio
 from common.bus import Publisher
 from common.config import ConfigError, load
 from common.logs import setup_logging
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
     runner = IngestRunner(venue, plugin, publisher)
     try:
-        asyncio.run(_serve(runner))
+        aio.run(_serve(runner))
     except KeyboardInterrupt:
         pass
     finally:

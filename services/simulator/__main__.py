@@ -16,6 +16,8 @@ import logging
 import signal
 import sys
 
+from common import aio
+
 from .config import load_config
 from .engine import Simulator
 from .replay import Replayer, load_records
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        return asyncio.run(amain(args))
+        return aio.run(amain(args))
     except (ValueError, LookupError, OSError) as exc:  # ConfigError, FaultError included
         log.error("%s", exc)
         return 2
