@@ -37,6 +37,7 @@ STATEFUL_PREFIXES = ("book.",)
 LOSSY_PREFIXES = ("trade.",)
 RESYNC_RETRY_S = 2.0
 DRAIN_BATCH = 2000
+SUBSCRIPTION_POLL_S = 0.1
 
 SnapshotProvider = Callable[[list[str]], Iterable[tuple[str, dict[str, Any]]]]
 
@@ -86,7 +87,14 @@ class FdReader:
 
 
 class Publisher:
-    """PUB + ROUTER pair of one service (ingest, book builder)."""
+    """PUB + ROUTER pair of one service (ingest, book builder).
+
+    With ``track_subscriptions`` the data socket is an XPUB: ZeroMQ then tells the publisher
+    which topic prefixes its subscribers hold (the first subscriber of a prefix and the last
+    one leaving, also by disconnecting), so that ``wanted(topic)`` can spare building messages
+    nobody receives, and ``on_subscription(prefix, added)`` can send a new subscriber the
+    current value of what it asked for.
+    """
 
     def __init__(
         self,
@@ -95,13 +103,15 @@ class Publisher:
         control_endpoint: str,
         *,
         sndhwm: int = 200_000,
+        track_subscriptions: bool = False,
         ctx: zmq.Context | None = None,
     ) -> None:
         ctx = ctx or _context()
         self.service = service
         self.epoch = secrets.token_hex(6)
         self.started_ns = time.time_ns()
-        self.pub = ctx.socket(zmq.PUB)
+        self.track_subscriptions = track_subscriptions
+        self.pub = ctx.socket(zmq.XPUB if track_subscriptions else zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(pub_endpoint)
@@ -109,6 +119,10 @@ class Publisher:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(control_endpoint)
         self.snapshot_provider: SnapshotProvider | None = None
+        self.on_subscription: Callable[[str, bool], None] | None = None
+        self.subscriptions: set[str] = set()  # prefixes some subscriber holds (XPUB only)
+        self._wanted: dict[str, bool] = {}
+        self._sub_reader: FdReader | None = None
         self._seq: dict[str, int] = {}
         self._pending_resync: set[str] = set()
         self._reader: FdReader | None = None
@@ -119,6 +133,41 @@ class Publisher:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._reader = FdReader(self.control, self._on_control, loop)
+        if self.track_subscriptions:
+            self._sub_reader = FdReader(self.pub, self._on_subscription, loop)
+            loop.call_later(SUBSCRIPTION_POLL_S, self._poll_subscriptions)
+
+    def _poll_subscriptions(self) -> None:
+        """A send on the XPUB can consume the FD's wake-up for a subscription that arrived
+        meanwhile (the FD is edge-triggered), so the socket is also read on a timer."""
+        if self._sub_reader is None or self._loop is None:
+            return
+        self._sub_reader.drain()
+        self._loop.call_later(SUBSCRIPTION_POLL_S, self._poll_subscriptions)
+
+    def _on_subscription(self, frames: list[bytes]) -> None:
+        frame = frames[0]
+        if not frame or frame[0] not in (0, 1):
+            return
+        prefix = frame[1:].decode("utf-8", "replace")
+        added = frame[0] == 1
+        if added:
+            self.subscriptions.add(prefix)
+        else:
+            self.subscriptions.discard(prefix)
+        self._wanted.clear()
+        log.info("%s: subscription %s %r", self.service, "added" if added else "dropped", prefix)
+        if self.on_subscription is not None:
+            self.on_subscription(prefix, added)
+
+    def wanted(self, topic: str) -> bool:
+        """Some subscriber receives ``topic`` (always True without ``track_subscriptions``)."""
+        if not self.track_subscriptions:
+            return True
+        known = self._wanted.get(topic)
+        if known is None:
+            known = self._wanted[topic] = any(topic.startswith(p) for p in self.subscriptions)
+        return known
 
     def publish(self, topic: str, body: dict[str, Any]) -> int:
         """Stamp and send ``body`` on ``topic``; returns its seq. Never blocks (PUB drops at HWM,
@@ -201,6 +250,9 @@ class Publisher:
     def close(self) -> None:
         if self._reader:
             self._reader.close()
+        if self._sub_reader:
+            self._sub_reader.close()
+            self._sub_reader = None
         self.pub.close(0)
         self.control.close(0)
 
@@ -277,6 +329,7 @@ class Subscriber:
         self.stats = SubscriberStats()
         self.topics: dict[str, TopicState] = {}
         self._queue: asyncio.Queue | None = None
+        self._awaiting: set[str] = set()  # prefixes added by add_prefix with nothing received
         self.links: list[_Link] = []
         for up in upstreams:
             sub = ctx.socket(zmq.SUB)
@@ -316,6 +369,8 @@ class Subscriber:
             yield await self._queue.get()
 
     def _deliver(self, topic: str, msg: dict[str, Any]) -> None:
+        if self._awaiting:
+            self._awaiting.difference_update([p for p in self._awaiting if topic.startswith(p)])
         if self.on_message is not None:
             self.on_message(topic, msg)
         if self._queue is not None:
@@ -453,7 +508,7 @@ class Subscriber:
         # way. A topic that still has no usable copy stays pending until its snapshot arrives.
         for t in reply.get("topics") or ():
             state = self.topics.get(t)
-            if state is None or state.usable:
+            if (state is None or state.usable) and t not in self._awaiting:
                 link.pending.pop(t, None)
 
     def resync(self, topic: str, reason: str) -> None:
@@ -486,6 +541,33 @@ class Subscriber:
                 ]
                 if waiting:
                     self._request(link, waiting)
+
+    def add_prefix(self, prefix: str) -> None:
+        """Follow one more topic prefix from now on, and ask for its current state."""
+        if prefix in self.prefixes:
+            return
+        self.prefixes.append(prefix)
+        # The answer to the resync can overtake the subscription on its way to the publisher
+        # and be filtered out, so the request is repeated until something under it arrives.
+        self._awaiting.add(prefix)
+        for link in self.links:
+            link.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            if link.joined:
+                self._request(link, [prefix])
+
+    def remove_prefix(self, prefix: str) -> None:
+        """Stop following ``prefix`` and forget what its topics were (a later ``add_prefix``
+        starts over from a snapshot)."""
+        if prefix not in self.prefixes:
+            return
+        self.prefixes.remove(prefix)
+        self._awaiting.discard(prefix)
+        for link in self.links:
+            link.sub.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+            link.pending.pop(prefix, None)
+        for topic in [t for t in self.topics if t.startswith(prefix)]:
+            if not any(topic.startswith(p) for p in self.prefixes):
+                del self.topics[topic]
 
     def usable(self, topic: str) -> bool:
         state = self.topics.get(topic)

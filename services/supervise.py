@@ -76,7 +76,9 @@ def banner(cfg: Config) -> str:
     for v in cfg.enabled_venues():
         lines.append(f"  ingest {v.name:<13}PUB {v.pub}  ROUTER {v.control}  <- {v.ws_url}")
     if cfg.simulator.get("enabled"):
-        lines.append(f"  simulator control http://127.0.0.1:{cfg.simulator.get('control_port', 9100)}/sim/stats")
+        lines.append(
+            f"  simulator control http://127.0.0.1:{cfg.simulator.get('control_port', 9100)}/sim/stats"
+        )
     lines.append("  status: .venv/bin/supervisorctl -c deploy/supervisord.conf status")
     lines.append("  logs:   run/log/<program>.log")
     return "\n".join(lines)
@@ -85,7 +87,9 @@ def banner(cfg: Config) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.supervise")
     ap.add_argument("action", choices=["demo", "run", "write"])
-    ap.add_argument("--config", help="default: deploy/demo.toml for demo, deploy/flowbook.toml for run")
+    ap.add_argument(
+        "--config", help="default: deploy/demo.toml for demo, deploy/flowbook.toml for run"
+    )
     ap.add_argument("--run-dir", default=str(ROOT / "run"))
     args = ap.parse_args(argv)
     default = DEPLOY / ("flowbook.toml" if args.action == "run" else "demo.toml")

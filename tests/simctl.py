@@ -21,7 +21,9 @@ class SimControl:
     def fault(self, venue: str, kind: str, **kw: Any) -> dict[str, Any]:
         r = self.http.post(f"{self.base}/fault", json={"venue": venue, "kind": kind, **kw})
         if r.status_code != 200:
-            raise AssertionError(f"simulator refused fault {kind} on {venue}: {r.status_code} {r.text}")
+            raise AssertionError(
+                f"simulator refused fault {kind} on {venue}: {r.status_code} {r.text}"
+            )
         return r.json()
 
     def pause(self) -> None:

@@ -34,7 +34,10 @@ class WsClient:
                         key = (msg.get("channel"), msg.get("venue"), msg.get("symbol"))
                         self.latest[key] = msg
         except ConnectionClosed as exc:
-            self.closed = (exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else None)
+            self.closed = (
+                exc.rcvd.code if exc.rcvd else None,
+                exc.rcvd.reason if exc.rcvd else None,
+            )
         except OSError:
             self.closed = (None, "socket error")
         else:

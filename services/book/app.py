@@ -2,7 +2,8 @@
 
 One ``Subscriber`` per enabled venue (prefixes ``book.``, ``trade.``, ``hb.``) feeds the engine;
 one ``Publisher("book")`` sends what it builds, answers resync requests from the engine's current
-state and sends ``hb.book``. ``depth.*`` goes through a ``Conflator``; a ticker checks liveness
+state and sends ``hb.book``. ``depth.*`` goes through a ``Conflator``, and only for topics some
+subscriber holds (the PUB is an XPUB that reports subscriptions); a ticker checks liveness
 four times a second and sends every ``status.<venue>`` once a second.
 
 A Subscriber per venue rather than one over all of them: one Subscriber's reaction to a
@@ -67,10 +68,11 @@ class BookBuilder:
             self._publish,
             self._touch,
             resync=self._resync,
-            usable=self._usable,
             wake=self._wake,
         )
-        self.publisher = publisher or Publisher("book", cfg.book.pub, cfg.book.control)
+        self.publisher = publisher or Publisher(
+            "book", cfg.book.pub, cfg.book.control, track_subscriptions=True
+        )
         self.subs: dict[str, Subscriber] = {}
         for v in venues:
             self.subs[v.name] = Subscriber(
@@ -93,11 +95,19 @@ class BookBuilder:
         self.publisher.publish(topic, body)
 
     def _touch(self, topic: str) -> None:
-        if self._conflator is not None:
+        """Conflated ``depth.*`` is built only while some subscriber receives the topic."""
+        if self._conflator is not None and self.publisher.wanted(topic):
             self._conflator.touch(topic)
 
-    def _usable(self, venue: str, topic: str) -> bool:
-        return self.subs[venue].usable(topic)
+    def _on_subscription(self, prefix: str, added: bool) -> None:
+        """A new subscription: send its depth topics' current value once, even if unchanged
+        since it was last published (the subscriber was not there to get it)."""
+        if not added or self._conflator is None:
+            return
+        for topic in self.engine.depth_topics():
+            if topic.startswith(prefix):
+                self.engine.forget_published(topic)
+                self._conflator.touch(topic)
 
     def _resync(self, venue: str, topic: str, reason: str) -> None:
         """Ask the venue's ingest for a fresh snapshot of ``topic`` (our copy is unusable)."""
@@ -120,6 +130,7 @@ class BookBuilder:
             loop, self.cfg.book.depth_interval_ms / 1000.0, self.engine.depth_message
         )
         self.publisher.snapshot_provider = self.engine.snapshots
+        self.publisher.on_subscription = self._on_subscription
         self.publisher.attach(loop)
         for sub in self.subs.values():
             sub.start(loop)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.metrics import LatencyHistogram
+from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import Group, spread_bps
 from services.book.mirror import (
     LIVE,
@@ -33,7 +34,6 @@ from services.book.mirror import (
 )
 from services.book.rates import Rates, Reference
 from services.book.status import VenueStatus
-from common.symbols import group_of, parse_market, unit_of
 
 log = logging.getLogger("flowbook.book")
 
@@ -67,7 +67,6 @@ class Engine:
         touch: Callable[[str], None],
         *,
         resync: Callable[[str, str, str], None] | None = None,
-        usable: Callable[[str, str], bool] | None = None,
         wake: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -75,7 +74,6 @@ class Engine:
         self.publish = publish
         self.touch = touch
         self.resync = resync
-        self.usable = usable
         self.wake = wake
         self.clock = clock
         self.venues = {v: VenueStatus(v) for v in venues}
@@ -109,7 +107,15 @@ class Engine:
         market = parse_market(venue, symbol)
         groups = self.settings.quote_groups
         gname = group_of(market, groups) if market else None
-        m = Mirror(venue, symbol, self.venues[venue], self.settings.keep, market, gname)
+        m = Mirror(
+            venue,
+            symbol,
+            self.venues[venue],
+            self.settings.keep,
+            market,
+            gname,
+            self.settings.depth,
+        )
         self.mirrors[ident] = m
         self.by_venue[venue].append(m)
         if market is None:
@@ -168,6 +174,8 @@ class Engine:
             before = m.top_key()
             if not m.delta(bids, asks, ts):
                 return
+            self._changed(m, before, measure=True, depth=m.top_changed)
+            return
         elif kind == "snapshot":
             bids = parse_levels(msg.get("bids", []))
             asks = parse_levels(msg.get("asks", []))
@@ -266,14 +274,10 @@ class Engine:
         self._mark_status(vs.name)
 
     def tick(self) -> None:
-        """Liveness of every venue, books the Subscriber no longer holds usable, statuses."""
+        """Liveness of every venue, statuses."""
         now = self.clock()
         for vs in self.venues.values():
             self._refresh_venue(vs, now)
-        if self.usable is not None:
-            for m in self.mirrors.values():
-                if m.sync == LIVE and not self.usable(m.venue, f"book.{m.venue}.{m.symbol}"):
-                    self.on_stale(f"book.{m.venue}.{m.symbol}", "subscriber lost sync")
         self.flush_status()
 
     # -- output -----------------------------------------------------------------------------
@@ -295,19 +299,23 @@ class Engine:
         if isinstance(ts_pub, int) and isinstance(ts_ing, int):
             hists["ingest_pub_to_pub"].record_ns(max(ts_pub - ts_ing, 0))
 
-    def _changed(self, m: Mirror, before: tuple[Any, ...], measure: bool = False) -> None:
-        """Publish what a change of mirror ``m`` implies."""
+    def _changed(
+        self, m: Mirror, before: tuple[Any, ...], measure: bool = False, depth: bool = True
+    ) -> None:
+        """Publish what a change of mirror ``m`` implies (``depth``: its top levels changed)."""
         after = m.top_key()
         top_changed = after != before
         state_changed = after[0] != before[0]
         if top_changed:
             self._send(f"bbo.{m.venue}.{m.symbol}", self.venue_bbo(m), m.venue if measure else None)
-        self.touch(f"depth.{m.venue}.{m.symbol}")
+        if depth:
+            self.touch(f"depth.{m.venue}.{m.symbol}")
         group = self.groups.get(m.group) if m.group else None
         if group is not None and (after[0] == LIVE or state_changed):
             if measure and after[0] == LIVE:
                 group.ts = m.ts
-            self.touch(f"depth.all.{group.name}")
+            if depth:
+                self.touch(f"depth.all.{group.name}")
             if top_changed:
                 self._group_bbo(group)
         if top_changed and m.market is not None and not m.market.perp:
@@ -349,8 +357,8 @@ class Engine:
             "venue": m.venue,
             "symbol": m.symbol,
             "state": m.state,
-            "bids": [[p, s] for p, s in m.book.top_bids(n)] if live else [],
-            "asks": [[p, s] for p, s in m.book.top_asks(n)] if live else [],
+            "bids": list(map(list, m.book.top_bids(n))) if live else [],
+            "asks": list(map(list, m.book.top_asks(n))) if live else [],
         }
         if not live:
             body["reason"] = m.reason if not m.health.down else "publisher silent"
@@ -371,6 +379,16 @@ class Engine:
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
             self._send(topic, body)
+
+    def depth_topics(self) -> list[str]:
+        """Every ``depth.*`` topic the engine can build."""
+        return [f"depth.{ident}" for ident in self.mirrors] + [
+            f"depth.all.{name}" for name in self.groups
+        ]
+
+    def forget_published(self, topic: str) -> None:
+        """Publish ``topic`` next time even if its content did not change."""
+        self._last_key.pop(topic, None)
 
     def depth_message(self, topic: str) -> None:
         """Conflated publish of ``depth.<venue|all>.<symbol>``, if its content changed."""

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from common.bus import Subscriber, Upstream
 from common.config import Config
 from services.gateway.clients import CLOSE_TRY_AGAIN
+from services.gateway.demand import DepthDemand
 from services.gateway.http import HttpApi
 from services.gateway.hub import Hub
 from services.gateway.metrics import GatewayCollector, GatewayStats, make_registry
@@ -23,8 +24,9 @@ from services.gateway.state import MarketState
 
 log = logging.getLogger("flowbook.gateway")
 
-# What the gateway follows on the book builder's PUB (hb. is added by the Subscriber).
-PREFIXES = ["depth.", "bbo.", "trade.", "status.", "hb."]
+# What the gateway follows on the book builder's PUB (hb. is added by the Subscriber); depth.*
+# topics are followed one by one while clients want them (services/gateway/demand.py).
+PREFIXES = ["bbo.", "trade.", "status.", "hb."]
 SHUTDOWN_GRACE_S = 3.0
 
 
@@ -45,16 +47,16 @@ class Gateway:
             on_upstream=self._on_upstream,
             stale_after_s=cfg.book.stale_after_s,
         )
+        self.demand = DepthDemand(self.subscriber.add_prefix, self._unfollow)
+        self.hub.demand = self.demand
+        self.http.demand = self.demand
+
+    def _unfollow(self, topic: str) -> None:
+        self.subscriber.remove_prefix(topic)
+        self.state.forget(topic)
 
     def _on_upstream(self, name: str, alive: bool) -> None:
         self.hub.on_book(name, alive)
-        if alive:
-            # A frame arrived, so our SUB subscription has reached the publisher: ask again, so
-            # snapshots served before it did (ZeroMQ's slow joiner) or during an outage are not
-            # missed. Repeats of what we hold are recognized and not forwarded (MarketState).
-            for prefix in PREFIXES:
-                if not prefix.startswith("hb"):
-                    self.subscriber.resync(prefix, "book builder reachable")
 
     async def handler(self, ws: ServerConnection) -> None:
         """One WebSocket connection: read requests until it closes; the writer is separate."""
@@ -105,4 +107,5 @@ class Gateway:
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
         finally:
             ticks.cancel()
+            self.demand.close()
             self.subscriber.close()

@@ -121,6 +121,7 @@ class Subscription:
 
     __slots__ = (
         "active",
+        "awaiting",
         "client",
         "depth",
         "id_suffix",
@@ -145,6 +146,7 @@ class Subscription:
         self.pending_trades = 0
         self.trades_dropped = 0
         self.keys = index_keys(spec)
+        self.awaiting: set[str] = set()  # topics whose snapshot waits for the first message
 
     def slot(self, topic: str) -> Slot:
         slot = self.slots.get(topic)

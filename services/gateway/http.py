@@ -8,6 +8,7 @@ One request per connection (``Connection: close``): that is how websockets answe
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import http
 import logging
@@ -24,6 +25,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from services.gateway.clients import outgoing
+from services.gateway.demand import DepthDemand
 from services.gateway.hub import Hub
 from services.gateway.metrics import GatewayStats, render
 from services.gateway.settings import Settings
@@ -32,6 +34,7 @@ from services.gateway.state import MarketState, table
 log = logging.getLogger("flowbook.gateway")
 
 JSON = "application/json"
+BOOK_WAIT_S = 2.0  # /api/book of a depth topic not followed yet: wait this long for it
 HTML = "text/html; charset=utf-8"
 
 NOT_BUILT = """<!doctype html>
@@ -91,9 +94,10 @@ class HttpApi:
         self.settings = settings
         self.registry = registry
         self.web_dir = settings.web_dir
+        self.demand: DepthDemand | None = None  # set by the Gateway
 
     # -- entry point ------------------------------------------------------------------------------
-    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         try:
             url = urlsplit(request.path)
         except ValueError:
@@ -131,7 +135,7 @@ class HttpApi:
                 405, "method_not_allowed", "only GET is supported", [("Allow", "GET")]
             )
         try:
-            resp = self.route(path, parse_qs(url.query))
+            resp = await self.route(path, parse_qs(url.query))
         except Exception:
             log.exception("HTTP %s failed", request.path[:200])
             resp = self.error(500, "internal_error", "the request failed")
@@ -149,7 +153,7 @@ class HttpApi:
             return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         return []
 
-    def route(self, path: str, query: dict[str, list[str]]) -> Response:
+    async def route(self, path: str, query: dict[str, list[str]]) -> Response:
         if path == "/healthz":
             return self.healthz()
         if path == "/metrics":
@@ -159,7 +163,7 @@ class HttpApi:
         if path == "/api/status":
             return self.json(200, self.status())
         if path.startswith("/api/book/"):
-            return self.book(path[len("/api/book/") :], query)
+            return await self.book(path[len("/api/book/") :], query)
         if path.startswith("/api/") or path == "/api":
             return self.error(404, "not_found", f"no API route {path!r}")
         return self.static(path)
@@ -242,7 +246,7 @@ class HttpApi:
         }
         return {"book": book, "venues": venues, "gateway": self.hub.gateway_stats()}
 
-    def book(self, rest: str, query: dict[str, list[str]]) -> Response:
+    async def book(self, rest: str, query: dict[str, list[str]]) -> Response:
         parts = [unquote(p) for p in rest.split("/")]
         if len(parts) != 2 or not all(parts):
             return self.error(404, "not_found", "use /api/book/<venue|all>/<symbol>?depth=N")
@@ -262,7 +266,17 @@ class HttpApi:
             return self.error(404, "unknown_venue", f"unknown venue {venue!r}; venues: {known}")
         if not self.state.known_symbol(venue, symbol):
             return self.error(404, "unknown_symbol", f"unknown symbol {symbol!r} for {venue!r}")
-        msg = self.state.latest.get(f"depth.{venue}.{symbol}")
+        topic = f"depth.{venue}.{symbol}"
+        msg = self.state.latest.get(topic)
+        if msg is None and self.demand is not None:
+            # not followed yet: follow it (for a while) and wait for the book builder's answer
+            self.demand.touch(topic)
+            deadline = time.monotonic() + BOOK_WAIT_S
+            while msg is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+                msg = self.state.latest.get(topic)
+        elif self.demand is not None:
+            self.demand.touch(topic)
         if msg is None:
             return self.error(
                 404, "no_data", f"no depth for {venue} {symbol} from the book builder yet"

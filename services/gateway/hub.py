@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 
 from common.metrics import ProcessStats
 from services.gateway.clients import CLOSE_SLOW, Client, Item, Subscription, outgoing
+from services.gateway.demand import DepthDemand
 from services.gateway.metrics import LATENCY_SAMPLES_PER_S, GatewayStats
 from services.gateway.settings import Settings
 from services.gateway.state import MarketState, split_topic, table
@@ -40,6 +41,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._next_cid = 0
         self._sent_at_tick = (time.monotonic(), 0)
+        self.demand: DepthDemand | None = None  # set by the Gateway
 
     # -- clients ----------------------------------------------------------------------------------
     def full(self) -> bool:
@@ -67,15 +69,21 @@ class Hub:
             return
         for key in sub.keys:
             self.index.setdefault(key, set()).add(sub)
+            if self.demand is not None and sub.spec.channel == "depth":
+                self.demand.want(key)
 
     def unregister(self, sub: Subscription) -> None:
-        self.stats_subs.discard(sub)
+        if sub in self.stats_subs:
+            self.stats_subs.discard(sub)
+            return
         for key in sub.keys:
             subs = self.index.get(key)
-            if subs is not None:
+            if subs is not None and sub in subs:
                 subs.discard(sub)
                 if not subs:
                     del self.index[key]
+                if self.demand is not None and sub.spec.channel == "depth":
+                    self.demand.release(key)
 
     def gauges(self) -> dict[str, float]:
         return {
@@ -86,6 +94,9 @@ class Hub:
     # -- the bus side -----------------------------------------------------------------------------
     def on_bus(self, topic: str, msg: dict[str, Any]) -> None:
         """Subscriber callback: record, then offer to every matching subscription."""
+        demand = self.demand
+        if demand is not None and topic.startswith("depth.") and topic not in demand.followed:
+            return  # a longer symbol under a followed prefix (BTC-USDT-PERP under BTC-USDT)
         if not self.state.update(topic, msg):
             return
         kind, venue, symbol = split_topic(topic)
@@ -101,7 +112,11 @@ class Hub:
             if subs:
                 item = Item(kind, topic, msg, msg.get("ts_pub"))
                 for sub in subs:
-                    sub.offer(topic, item)
+                    if sub.awaiting and topic in sub.awaiting:
+                        sub.awaiting.discard(topic)
+                        sub.client.push(self._snapshot(sub, topic, msg))
+                    else:
+                        sub.offer(topic, item)
         elif kind == "trade":
             group = self.state.group(symbol)
             keys = [topic, f"trade.{venue}.*", f"trade.*.{symbol}", "trade.*.*"]
@@ -160,20 +175,15 @@ class Hub:
         sid = {"id": spec.id} if spec.id is not None else {}
         channel = spec.channel
         if channel in ("depth", "bbo"):
-            for venue in spec.venues or ():
-                topic = f"{channel}.{venue}.{spec.symbol}"
+            for topic in sub.keys:
                 msg = self.state.latest.get(topic)
-                if msg is not None:
-                    snap = outgoing(channel, msg, "snapshot", sub.depth)
-                else:
-                    snap = {"type": "snapshot", "channel": channel, "venue": venue}
-                    snap["symbol"] = spec.symbol
-                    snap["state"] = "unknown"
-                    if channel == "depth":
-                        snap.update(bids=[], asks=[])
-                    else:
-                        snap.update(bid=None, ask=None)
-                yield topic, {**snap, **sid}
+                if msg is None and channel == "depth" and self.demand is not None:
+                    # followed from now on: the book builder sends it within milliseconds
+                    sub.awaiting.add(topic)
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self.settings.snapshot_wait_s, self._snapshot_due, sub, topic)
+                    continue
+                yield topic, self._snapshot(sub, topic, msg)
         elif channel == "trades":
             topics = self.state.trade_topics(spec.venues, spec.symbol)
             trades = self.state.recent_trades(topics, self.settings.trades_ring)
@@ -190,6 +200,29 @@ class Hub:
         else:
             snap = {"type": "snapshot", "channel": "stats", "venue": spec.venue_echo}
             yield None, {**snap, **self.stats_payload(spec.venues), **sid}
+
+    def _snapshot(self, sub: Subscription, topic: str, msg: dict[str, Any] | None) -> dict:
+        """The depth/bbo snapshot of one topic; ``state: unknown`` if nothing was received."""
+        spec = sub.spec
+        channel = spec.channel
+        if msg is not None:
+            snap = outgoing(channel, msg, "snapshot", sub.depth)
+        else:
+            snap = {"type": "snapshot", "channel": channel, "venue": split_topic(topic)[1]}
+            snap["symbol"] = spec.symbol
+            snap["state"] = "unknown"
+            if channel == "depth":
+                snap.update(bids=[], asks=[])
+            else:
+                snap.update(bid=None, ask=None)
+        if spec.id is not None:
+            snap["id"] = spec.id
+        return snap
+
+    def _snapshot_due(self, sub: Subscription, topic: str) -> None:
+        if sub.active and topic in sub.awaiting:
+            sub.awaiting.discard(topic)
+            sub.client.push(self._snapshot(sub, topic, self.state.latest.get(topic)))
 
     def status_snapshot(
         self, venues: tuple[str, ...] | None, echo: str | list[str]

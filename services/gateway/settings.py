@@ -46,6 +46,7 @@ class Settings:
     max_depth: int = 50  # from [book] depth
     stale_after_s: float = 3.0  # from [book] stale_after_s: a venue status older is "stale"
     stats_interval_s: float = 1.0
+    snapshot_wait_s: float = 2.0  # a depth topic not followed yet: its snapshot waits this long
     web_dir: Path = DEFAULT_WEB_DIR
     quote_groups: tuple[tuple[str, ...], ...] = (("USD", "USDT", "USDC"),)
 
@@ -69,6 +70,7 @@ _POSITIVE_FLOAT = {
     "ping_interval_s",
     "ping_timeout_s",
     "stats_interval_s",
+    "snapshot_wait_s",
 }
 _BOOL = {"compression"}
 

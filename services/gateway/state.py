@@ -119,6 +119,10 @@ class MarketState:
             return False
         return False
 
+    def forget(self, topic: str) -> None:
+        """Drop the latest value of a topic the gateway no longer follows."""
+        self.latest.pop(topic, None)
+
     def _see(self, venue: str, symbol: str) -> None:
         symbols = self.seen_symbols.get(venue)
         if symbols is None:

@@ -178,6 +178,7 @@ class FakeIngest:
 class Tap:
     def __init__(self, pub: str, control: str) -> None:
         ctx = zmq.Context.instance()
+        self.pub_ep = pub
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.setsockopt(zmq.LINGER, 0)
@@ -210,8 +211,9 @@ class Tap:
         self.dealer.send(orjson.dumps({"op": "resync", "topics": prefixes}))
 
     def close(self) -> None:
-        self.sub.close(0)
-        self.dealer.close(0)
+        if not self.sub.closed:
+            self.sub.close(0)
+            self.dealer.close(0)
 
 
 # -- expected books ---------------------------------------------------------------------------
@@ -480,3 +482,59 @@ def test_restart_of_one_ingest_leaves_the_other_venue_alone(stack):
     kraken_states = [m["state"] for _, t, m in tap.log[start:] if t == "depth.kraken.BTC-USD"]
     assert all(s == "live" for s in kraken_states), kraken_states
     assert all("kraken" in m["venues"] for _, t, m in tap.log[start:] if t == "depth.all.BTC-USD")
+
+
+def test_depth_is_built_only_for_topics_someone_subscribes_to(stack):
+    """The builder's PUB is an XPUB: a depth topic nobody holds is not built; a subscriber that
+    arrives gets its current value at once (no resync request needed), then every change."""
+    _, fakes, tap, rng = stack
+    b = fakes["binance"]
+    tap.wait(lambda: all_is(tap, fakes, SYMS), what="depth.all")
+    narrow = zmq.Context.instance().socket(zmq.SUB)  # bbo and hb only
+    narrow.setsockopt(zmq.LINGER, 0)
+    narrow.setsockopt(zmq.SUBSCRIBE, b"bbo.binance.")
+    narrow.setsockopt(zmq.SUBSCRIBE, b"hb.book")
+    narrow.connect(tap.pub_ep)
+    tap.close()  # the tap held every topic: now nobody holds depth.*
+    seen: dict[bytes, list[dict]] = {}
+
+    def read(topic: bytes) -> list[dict]:
+        while narrow.poll(20):
+            t, payload = narrow.recv_multipart()
+            seen.setdefault(t, []).append(orjson.loads(payload))
+        return seen.get(topic, [])
+
+    def depth_published_after(t_ns: int) -> int:
+        hb = wait_until(
+            lambda: [m for m in read(b"hb.book") if m["ts_pub"] > t_ns], 10, what="a heartbeat"
+        )[0]
+        return hb["stats"]["published"].get("depth", 0)
+
+    try:
+        wait_until(lambda: read(b"hb.book"), 10, what="connected")
+        before = depth_published_after(time.time_ns())
+        best_bid = b.top("BTC-USDT", 1)[0][0][0]
+        for i in range(5):  # each one changes the top of book, so each one is a bbo
+            b.delta("BTC-USDT", [(best_bid, 50.0 + i)], [])
+        wait_until(
+            lambda: [m["bid"] for m in read(b"bbo.binance.BTC-USDT")][-1] == [best_bid, 54.0],
+            10,
+            what="bbo flowing",
+        )
+        # a heartbeat sent after the last bbo plus the conflation interval (50 ms)
+        after = depth_published_after(time.time_ns() + 200_000_000)
+        assert after == before, "depth built for a topic nobody subscribes to"
+
+        narrow.setsockopt(zmq.SUBSCRIBE, b"depth.binance.BTC-USDT")
+        first = wait_until(lambda: read(b"depth.binance.BTC-USDT"), 10, what="depth at once")[0]
+        bids, asks = b.top("BTC-USDT")
+        assert first["bids"] == bids and first["asks"] == asks and first["state"] == "live"
+        b.delta("BTC-USDT", *random_delta(100.0, rng))
+        bids, asks = b.top("BTC-USDT")
+        wait_until(
+            lambda: read(b"depth.binance.BTC-USDT")[-1]["bids"] == bids,
+            10,
+            what="depth follows the book while subscribed",
+        )
+    finally:
+        narrow.close(0)
