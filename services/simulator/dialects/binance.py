@@ -137,14 +137,19 @@ class BinanceDialect(Dialect):
             return {"code": 0, "msg": "Unknown property", "id": mid}
         return {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": mid}
 
+    # what USD-M futures (binance_perp.py) change: the trade stream and the event renderers
+    trade_stream = "trade"
+    render_trades = staticmethod(render_trades)
+    render_depth = staticmethod(render_depth)
+
     def publish(self, update: BookUpdate) -> None:
         sym = update.inst.symbol.lower()
-        if update.trades and self.subscribed(key := f"{sym}@trade"):
-            for data in render_trades(update):
+        if update.trades and self.subscribed(key := f"{sym}@{self.trade_stream}"):
+            for data in self.render_trades(update):
                 self.broadcast(key, self._framer(key, data), update)
         keys = [k for k in (f"{sym}@depth@100ms", f"{sym}@depth") if self.subscribed(k)]
         if keys:
-            data = render_depth(update)
+            data = self.render_depth(update)
             for key in keys:
                 self.broadcast(key, self._framer(key, data), update)
 

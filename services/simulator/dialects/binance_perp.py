@@ -124,6 +124,9 @@ def symbol_info(inst: Instrument) -> dict:
 class BinancePerpDialect(BinanceDialect):
     name = "binance-perp"
     stream_re = STREAM_RE
+    trade_stream = "aggTrade"
+    render_trades = staticmethod(render_agg_trades)
+    render_depth = staticmethod(render_depth)
 
     # ---- WebSocket ------------------------------------------------------------------------
 
@@ -147,17 +150,6 @@ class BinancePerpDialect(BinanceDialect):
         route = client.state.get("route")
         if route is not None:
             client.subs = {s for s in client.subs if s.partition("@")[2] in ROUTES[route]}
-
-    def publish(self, update: BookUpdate) -> None:
-        sym = update.inst.symbol.lower()
-        if update.trades and self.subscribed(key := f"{sym}@aggTrade"):
-            for data in render_agg_trades(update):
-                self.broadcast(key, self._framer(key, data), update)
-        keys = [k for k in (f"{sym}@depth@100ms", f"{sym}@depth") if self.subscribed(k)]
-        if keys:
-            data = render_depth(update)
-            for key in keys:
-                self.broadcast(key, self._framer(key, data), update)
 
     # ---- REST -----------------------------------------------------------------------------
 
