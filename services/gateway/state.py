@@ -59,7 +59,8 @@ class MarketState:
         self.stale_after_s = stale_after_s
         self.latest: dict[str, dict[str, Any]] = {}  # depth./bbo. topic -> message
         self.trades: dict[str, deque[tuple[int, dict[str, Any]]]] = {}  # topic -> ring
-        self._trade_ids: dict[str, deque[Any]] = {}
+        self._trade_ids: dict[str, deque[Any]] = {}  # the ids of each ring, oldest first
+        self._trade_id_set: dict[str, set[Any]] = {}  # the same ids, for O(1) lookups
         self.status: dict[str, dict[str, Any]] = {}  # venue -> latest status.<venue>
         self.status_at: dict[str, float] = {}  # venue -> monotonic arrival
         self.heartbeats: dict[str, dict[str, Any]] = {}  # service -> latest hb.<service>
@@ -138,14 +139,19 @@ class MarketState:
             ring = self.trades[topic] = deque(maxlen=self.trades_ring)
             self._trade_ids[topic] = deque(maxlen=self.trades_ring)
         ids = self._trade_ids[topic]
+        held = self._trade_id_set.setdefault(topic, set())
         ids_in = [t.get("id") for t in trades if isinstance(t, dict)]
-        if ids_in and None not in ids_in and all(i in ids for i in ids_in):
+        if ids_in and None not in ids_in and held.issuperset(ids_in):
             self.duplicates += 1  # a republished batch: already held and forwarded
             return False
         for t in trades:
             if isinstance(t, dict):
                 ring.append((next(self._arrival), {**t, "venue": venue, "symbol": symbol}))
-                ids.append(t.get("id"))
+                if len(ids) == ids.maxlen:
+                    held.discard(ids[0])
+                tid = t.get("id")
+                ids.append(tid)
+                held.add(tid)
         return msg.get("type") != "snapshot"
 
     def set_book_alive(self, alive: bool) -> bool:
