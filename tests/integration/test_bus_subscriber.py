@@ -128,6 +128,37 @@ def test_late_joiner_gets_every_book_by_resync(pub: ThreadPublisher) -> None:
         mirror.close()
 
 
+def test_prefixes_added_and_removed_while_running(pub: ThreadPublisher) -> None:
+    """add_prefix: the topics under it arrive whole (snapshot first, by resync); remove_prefix:
+    nothing more is delivered and the topics are forgotten."""
+    for t in TOPICS:
+        pub.call(pub.new_book, t)
+    mirror = CheckedMirror(pub, ["book.test.S0-"])
+    try:
+        wait_until(lambda: set(mirror.books) == {TOPICS[0]}, 20, what="the first prefix")
+        mirror.call(mirror.sub.add_prefix, "book.test.S1-")
+        pub.call(pub.deltas, TOPICS, 50)
+        wait_until(lambda: set(mirror.books) == set(TOPICS[:2]), 20, what="the added prefix")
+        wait_until(
+            lambda: (
+                mirror.call(lambda: {t: digest(b) for t, b in mirror.books.items()})
+                == pub.call(lambda: {t: digest(pub.books[t]) for t in TOPICS[:2]})
+            ),
+            20,
+            what="both books equal the publisher's",
+        )
+        mirror.call(mirror.sub.remove_prefix, "book.test.S1-")
+        assert TOPICS[1] not in mirror.call(lambda: dict(mirror.sub.topics))
+        checked = mirror.checked
+        pub.call(pub.deltas, [TOPICS[1]], 50)
+        pub.call(pub.deltas, [TOPICS[0]], 1)  # a marker behind them on the same socket
+        wait_until(lambda: mirror.checked > checked, 20, what="the marker delta")
+        assert mirror.checked == checked + 1, "a removed prefix is still delivered"
+        assert mirror.wrong == []
+    finally:
+        mirror.close()
+
+
 def test_slow_consumer_overflow_is_detected_and_repaired(tmp_path) -> None:
     pub = ThreadPublisher(sndhwm=10)
     mirror = None
