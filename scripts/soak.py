@@ -3,8 +3,9 @@ while, printing the RSS of every flowbook process as it goes, to show memory sta
 
     .venv/bin/python scripts/soak.py --minutes 10 --rate 300
 
-Not a test (nothing is asserted on time); it prints a table and the growth of each process
-between the first sample after warm-up and the last.
+Not a test (nothing is asserted on time); it prints a table, the growth of each process between
+the first sample after ``--warmup`` seconds and the last, and the least-squares trend over that
+span (samples are noisy: the book builder's queues come and go with the load).
 """
 
 from __future__ import annotations
@@ -33,11 +34,30 @@ VENUES = {
 PROGRAMS = [f"ingest:{v}" for v in VENUES] + ["book", "gateway"]
 
 
+def slope(ts: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys over ts, per minute (0 with fewer than two points)."""
+    n = len(ts)
+    if n < 2:
+        return 0.0
+    mt, my = sum(ts) / n, sum(ys) / n
+    var = sum((t - mt) ** 2 for t in ts)
+    return (
+        60.0 * sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / var if var else 0.0
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=300, help="book updates/s per venue")
     ap.add_argument("--every", type=float, default=30.0, help="seconds between samples")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=120.0,
+        help="seconds after every venue is live before the baseline sample (books fill up,"
+        " buffers and histograms reach their size)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowbook-soak-"))
     sections = "".join(
@@ -66,6 +86,7 @@ def main() -> int:
             flush=True,
         )
         samples: list[list[float]] = []
+        times: list[float] = []
         start = time.monotonic()
         while True:
             row = []
@@ -76,6 +97,7 @@ def main() -> int:
                     row.append(float("nan"))
             samples.append(row)
             t = time.monotonic() - start
+            times.append(t)
             print(
                 f"{t:5.0f} " + " ".join(f"{x:12.1f}" for x in row) + f" {sum(row):11.1f}",
                 flush=True,
@@ -83,12 +105,20 @@ def main() -> int:
             if t >= args.minutes * 60:
                 break
             time.sleep(args.every)
-        first, last = samples[min(1, len(samples) - 1)], samples[-1]
+        base = next((i for i, t in enumerate(times) if t >= args.warmup), len(times) - 1)
+        first, last = samples[base], samples[-1]
         print(
-            "growth after warm-up (MB): "
+            f"growth from t={times[base]:.0f}s to the end (MB): "
             + ", ".join(
                 f"{p.split(':')[-1]} {b - a:+.1f}"
                 for p, a, b in zip(PROGRAMS, first, last, strict=True)
+            )
+        )
+        print(
+            "trend from then on, least squares (MB/min): "
+            + ", ".join(
+                f"{p.split(':')[-1]} {slope(times[base:], [r[i] for r in samples[base:]]):+.2f}"
+                for i, p in enumerate(PROGRAMS)
             )
         )
         status = httpx.get(base.replace("healthz", "api/status")).json()["venues"]
