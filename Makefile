@@ -59,6 +59,11 @@ fmt: install
 	$(BIN)/ruff check --fix common services tests examples
 	$(BIN)/ruff format common services tests examples
 
+# 10 minutes of the demo stack at a high simulator rate, printing every process's RSS and trend.
+SOAK_ARGS ?= --minutes 10 --rate 300
+soak: install
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+
 status:
 	$(BIN)/supervisorctl -c deploy/supervisord.conf status
 
