@@ -105,10 +105,10 @@ def main() -> int:
             if t >= args.minutes * 60:
                 break
             time.sleep(args.every)
-        base = next((i for i, t in enumerate(times) if t >= args.warmup), len(times) - 1)
-        first, last = samples[base], samples[-1]
+        b0 = next((i for i, t in enumerate(times) if t >= args.warmup), len(times) - 1)
+        first, last = samples[b0], samples[-1]
         print(
-            f"growth from t={times[base]:.0f}s to the end (MB): "
+            f"growth from t={times[b0]:.0f}s to the end (MB): "
             + ", ".join(
                 f"{p.split(':')[-1]} {b - a:+.1f}"
                 for p, a, b in zip(PROGRAMS, first, last, strict=True)
@@ -117,7 +117,7 @@ def main() -> int:
         print(
             "trend from then on, least squares (MB/min): "
             + ", ".join(
-                f"{p.split(':')[-1]} {slope(times[base:], [r[i] for r in samples[base:]]):+.2f}"
+                f"{p.split(':')[-1]} {slope(times[b0:], [r[i] for r in samples[b0:]]):+.2f}"
                 for i, p in enumerate(PROGRAMS)
             )
         )
