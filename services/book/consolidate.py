@@ -150,11 +150,19 @@ def is_crossed(sources: list[Source], tops: Tops | None = None) -> bool:
     return False
 
 
-def _first_levels(src: Source, bids: bool, n: int) -> Iterable[Level]:
-    """``best_levels``, read lazily when no conversion can merge prices."""
+def _crossing_levels(src: Source, bids: bool, limit: float, n: int) -> list[Level]:
+    """Best-first levels of one side priced across ``limit`` (bids >= it, asks <= it), among
+    the side's top ``n``."""
     if src.rate == 1.0:
-        return islice(iter_levels(src.book, bids), n)
-    return best_levels(src.book, bids, n, src.rate)
+        side = src.book.bids if bids else src.book.asks
+        prices = side.irange(minimum=limit, reverse=True) if bids else side.irange(maximum=limit)
+        return [(p, side[p]) for p in islice(prices, n)]
+    out: list[Level] = []
+    for price, size in best_levels(src.book, bids, n, src.rate):
+        if price < limit if bids else price > limit:
+            break
+        out.append((price, size))
+    return out
 
 
 def crossed_size(sources: list[Source], n: int, tops: Tops | None = None) -> float:
@@ -168,15 +176,11 @@ def crossed_size(sources: list[Source], n: int, tops: Tops | None = None) -> flo
     if best_bid is None or best_ask is None or best_bid < best_ask:
         return 0.0
     events: list[tuple[float, int, float]] = []
-    for src in sources:
-        for price, size in _first_levels(src, True, n):
-            if price < best_ask:
-                break
-            events.append((price, 1, size))
-        for price, size in _first_levels(src, False, n):
-            if price > best_bid:
-                break
-            events.append((price, 0, size))
+    for src, (_, bid, ask) in zip(sources, tops, strict=True):
+        if bid is not None and bid[0] >= best_ask:  # else none of its bids cross
+            events.extend((p, 1, size) for p, size in _crossing_levels(src, True, best_ask, n))
+        if ask is not None and ask[0] <= best_bid:
+            events.extend((p, 0, size) for p, size in _crossing_levels(src, False, best_bid, n))
     events.sort()  # at equal price, asks (0) join the pool before bids (1) take from it
     pool = matched = 0.0
     for _, kind, size in events:
