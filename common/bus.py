@@ -42,6 +42,18 @@ SUBSCRIPTION_POLL_S = 0.1
 SnapshotProvider = Callable[[list[str]], Iterable[tuple[str, dict[str, Any]]]]
 
 
+def covers(prefix: str, topic: str, is_topic: Callable[[str], bool]) -> bool:
+    """A subscription ``prefix`` wants ``topic``: the topic itself, or a longer topic when the
+    prefix is not the name of a topic of its own."""
+    return topic == prefix or (topic.startswith(prefix) and not is_topic(prefix))
+
+
+def looks_like_topic(prefix: str) -> bool:
+    """``kind.venue.symbol`` with a symbol: a subscriber's prefix naming one topic."""
+    parts = prefix.split(".")
+    return len(parts) == 3 and all(parts)
+
+
 def _context() -> zmq.Context:
     return zmq.Context.instance()
 
@@ -112,6 +124,10 @@ class Publisher:
         self.started_ns = time.time_ns()
         self.track_subscriptions = track_subscriptions
         self.pub = ctx.socket(zmq.XPUB if track_subscriptions else zmq.PUB)
+        if track_subscriptions:
+            # every subscribe is reported (a second subscriber of a prefix must get its current
+            # value too); an unsubscribe still only when the last holder leaves
+            self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(pub_endpoint)
@@ -120,6 +136,7 @@ class Publisher:
         self.control.bind(control_endpoint)
         self.snapshot_provider: SnapshotProvider | None = None
         self.on_subscription: Callable[[str, bool], None] | None = None
+        self.is_topic: Callable[[str], bool] = lambda _: False
         self.subscriptions: set[str] = set()  # prefixes some subscriber holds (XPUB only)
         self._wanted: dict[str, bool] = {}
         self._sub_reader: FdReader | None = None
@@ -161,12 +178,16 @@ class Publisher:
             self.on_subscription(prefix, added)
 
     def wanted(self, topic: str) -> bool:
-        """Some subscriber receives ``topic`` (always True without ``track_subscriptions``)."""
+        """Some subscriber wants ``topic`` (always True without ``track_subscriptions``). A
+        subscription that names a whole topic (``is_topic``) selects that topic only, not a
+        longer one it is a prefix of (``depth.all.BTC-USD`` is not ``...BTC-USD-PERP``)."""
         if not self.track_subscriptions:
             return True
         known = self._wanted.get(topic)
         if known is None:
-            known = self._wanted[topic] = any(topic.startswith(p) for p in self.subscriptions)
+            known = self._wanted[topic] = any(
+                covers(p, topic, self.is_topic) for p in self.subscriptions
+            )
         return known
 
     def publish(self, topic: str, body: dict[str, Any]) -> int:
@@ -298,6 +319,8 @@ class _Link:
     pending: dict[str, float] = field(default_factory=dict)
     readers: list[FdReader] = field(default_factory=list)
     joined: bool = False  # a message arrived, so our SUB subscriptions are active there
+    dropped: bool = False  # the TCP connection dropped since the last message
+    dealer_reader: FdReader | None = None
 
 
 class Subscriber:
@@ -352,9 +375,10 @@ class Subscriber:
         for link in self.links:
             link.last_rx = now
             link.readers.append(FdReader(link.sub, lambda f, lk=link: self._on_frames(lk, f), loop))
-            link.readers.append(
-                FdReader(link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop)
+            link.dealer_reader = FdReader(
+                link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop
             )
+            link.readers.append(link.dealer_reader)
             # A publisher that dies closes its TCP connection: report it down at once instead
             # of waiting stale_after_s for the missing heartbeats.
             monitor = link.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -370,7 +394,12 @@ class Subscriber:
 
     def _deliver(self, topic: str, msg: dict[str, Any]) -> None:
         if self._awaiting:
-            self._awaiting.difference_update([p for p in self._awaiting if topic.startswith(p)])
+            done = [p for p in self._awaiting if covers(p, topic, looks_like_topic)]
+            if done:
+                self._awaiting.difference_update(done)
+                for link in self.links:
+                    for p in done:
+                        link.pending.pop(p, None)
         if self.on_message is not None:
             self.on_message(topic, msg)
         if self._queue is not None:
@@ -383,6 +412,11 @@ class Subscriber:
             # publisher are lost. Any message received (at worst the next heartbeat) proves
             # the subscriptions are in place, so the initial resync is asked for only now.
             link.joined = True
+            self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
+        elif link.dropped:
+            # reconnected to the same publisher: what it sent meanwhile is lost, also on
+            # stateless topics (a bbo that changed while we were away), so ask for all of it
+            link.dropped = False
             self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
         if not link.alive:
             link.alive = True
@@ -484,8 +518,13 @@ class Subscriber:
             link.dealer.send(orjson.dumps({"op": "resync", "topics": wanted}), zmq.NOBLOCK)
         except zmq.Again:
             log.warning("resync request to %s not sent (queue full)", link.upstream.name)
+        # The send can consume the FD's wake-up for a reply that already arrived (ZeroMQ's FD
+        # is edge-triggered): read the DEALER once more on the next loop turn.
+        if link.dealer_reader is not None:
+            link.dealer_reader.loop.call_soon(link.dealer_reader.drain)
 
     def _on_disconnect(self, link: _Link) -> None:
+        link.dropped = link.joined
         if not link.alive:
             return
         link.alive = False
@@ -528,6 +567,8 @@ class Subscriber:
             await asyncio.sleep(0.25)
             now = time.monotonic()
             for link in self.links:
+                if link.dealer_reader is not None:
+                    link.dealer_reader.drain()  # a reply whose wake-up a send consumed
                 if link.alive and now - link.last_rx > self.stale_after_s:
                     link.alive = False
                     log.warning("%s silent for %.1fs: down", link.upstream.name, now - link.last_rx)

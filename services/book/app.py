@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from common.bus import Publisher, Subscriber, Upstream
+from common.bus import Publisher, Subscriber, Upstream, covers
 from common.config import Config, ConfigError
 from common.metrics import ProcessStats, RateMeter
 from services.book.conflate import Conflator
@@ -105,7 +105,7 @@ class BookBuilder:
         if not added or self._conflator is None:
             return
         for topic in self.engine.depth_topics():
-            if topic.startswith(prefix):
+            if covers(prefix, topic, self.engine.has_depth_topic):
                 self.engine.forget_published(topic)
                 self._conflator.touch(topic)
 
@@ -131,6 +131,7 @@ class BookBuilder:
         )
         self.publisher.snapshot_provider = self.engine.snapshots
         self.publisher.on_subscription = self._on_subscription
+        self.publisher.is_topic = self.engine.has_depth_topic
         self.publisher.attach(loop)
         for sub in self.subs.values():
             sub.start(loop)

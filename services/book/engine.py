@@ -386,6 +386,14 @@ class Engine:
             f"depth.all.{name}" for name in self.groups
         ]
 
+    def has_depth_topic(self, topic: str) -> bool:
+        """``topic`` names one ``depth.*`` topic the engine builds."""
+        kind, _, ident = topic.partition(".")
+        if kind != "depth":
+            return False
+        venue, _, symbol = ident.partition(".")
+        return symbol in self.groups if venue == "all" else ident in self.mirrors
+
     def forget_published(self, topic: str) -> None:
         """Publish ``topic`` next time even if its content did not change."""
         self._last_key.pop(topic, None)

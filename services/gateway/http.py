@@ -34,7 +34,6 @@ from services.gateway.state import MarketState, table
 log = logging.getLogger("flowbook.gateway")
 
 JSON = "application/json"
-BOOK_WAIT_S = 2.0  # /api/book of a depth topic not followed yet: wait this long for it
 HTML = "text/html; charset=utf-8"
 
 NOT_BUILT = """<!doctype html>
@@ -271,7 +270,7 @@ class HttpApi:
         if msg is None and self.demand is not None:
             # not followed yet: follow it (for a while) and wait for the book builder's answer
             self.demand.touch(topic)
-            deadline = time.monotonic() + BOOK_WAIT_S
+            deadline = time.monotonic() + self.settings.snapshot_wait_s
             while msg is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
                 msg = self.state.latest.get(topic)

@@ -115,6 +115,7 @@ class Hub:
                     if sub.awaiting and topic in sub.awaiting:
                         sub.awaiting.discard(topic)
                         sub.client.push(self._snapshot(sub, topic, msg))
+                        sub.slot(topic).last_sent = time.monotonic()
                     else:
                         sub.offer(topic, item)
         elif kind == "trade":
@@ -223,6 +224,7 @@ class Hub:
         if sub.active and topic in sub.awaiting:
             sub.awaiting.discard(topic)
             sub.client.push(self._snapshot(sub, topic, self.state.latest.get(topic)))
+            sub.slot(topic).last_sent = time.monotonic()
 
     def status_snapshot(
         self, venues: tuple[str, ...] | None, echo: str | list[str]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,6 +43,11 @@ def _same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
+def _trade_key(tid: Any) -> Any:
+    """A trade id usable as a dict key (None for ids that cannot be, never looked up)."""
+    return tid if isinstance(tid, str | int | float) else None
+
+
 class MarketState:
     """Latest values per topic, trade rings, venue statuses, heartbeats and the catalog."""
 
@@ -60,7 +65,7 @@ class MarketState:
         self.latest: dict[str, dict[str, Any]] = {}  # depth./bbo. topic -> message
         self.trades: dict[str, deque[tuple[int, dict[str, Any]]]] = {}  # topic -> ring
         self._trade_ids: dict[str, deque[Any]] = {}  # the ids of each ring, oldest first
-        self._trade_id_set: dict[str, set[Any]] = {}  # the same ids, for O(1) lookups
+        self._trade_id_count: dict[str, Counter[Any]] = {}  # the same ids counted: O(1) lookups
         self.status: dict[str, dict[str, Any]] = {}  # venue -> latest status.<venue>
         self.status_at: dict[str, float] = {}  # venue -> monotonic arrival
         self.heartbeats: dict[str, dict[str, Any]] = {}  # service -> latest hb.<service>
@@ -139,19 +144,22 @@ class MarketState:
             ring = self.trades[topic] = deque(maxlen=self.trades_ring)
             self._trade_ids[topic] = deque(maxlen=self.trades_ring)
         ids = self._trade_ids[topic]
-        held = self._trade_id_set.setdefault(topic, set())
-        ids_in = [t.get("id") for t in trades if isinstance(t, dict)]
-        if ids_in and None not in ids_in and held.issuperset(ids_in):
+        held = self._trade_id_count.setdefault(topic, Counter())
+        ids_in = [_trade_key(t.get("id")) for t in trades if isinstance(t, dict)]
+        if ids_in and None not in ids_in and all(i in held for i in ids_in):
             self.duplicates += 1  # a republished batch: already held and forwarded
             return False
         for t in trades:
             if isinstance(t, dict):
                 ring.append((next(self._arrival), {**t, "venue": venue, "symbol": symbol}))
                 if len(ids) == ids.maxlen:
-                    held.discard(ids[0])
-                tid = t.get("id")
+                    old = ids[0]
+                    held[old] -= 1
+                    if held[old] <= 0:
+                        del held[old]
+                tid = _trade_key(t.get("id"))
                 ids.append(tid)
-                held.add(tid)
+                held[tid] += 1
         return msg.get("type") != "snapshot"
 
     def set_book_alive(self, alive: bool) -> bool:

@@ -369,3 +369,141 @@ def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> Non
         proc.terminate()
         proc.wait(10)
         print("".join(out))
+
+
+class _CuttableProxy:
+    """A TCP proxy on loopback whose connections can be cut (a network blip)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.open = True
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_w]
+
+        async def pipe(a: asyncio.StreamReader, b: asyncio.StreamWriter) -> None:
+            try:
+                while data := await a.read(65536):
+                    b.write(data)
+                    await b.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                b.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+        self.writers.clear()
+
+
+async def _until(cond, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def test_reconnect_to_the_same_publisher_resyncs_stateless_topics() -> None:
+    """A bbo published while the TCP link was down is not lost: after the reconnect the
+    Subscriber asks for the current state (the publisher's epoch did not change)."""
+    import zmq
+
+    from common.bus import Publisher
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher("t", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", track_subscriptions=True)
+        current = {"bbo.x.A": 1}
+        pub.snapshot_provider = lambda prefixes: [
+            (t, {"type": "bbo", "value": v})
+            for t, v in current.items()
+            if any(t.startswith(p) for p in prefixes)
+        ]
+        pub.attach(loop)
+        port = int(pub.pub.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        control = pub.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        proxy = _CuttableProxy(port)
+        server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        via = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+        async def beat() -> None:
+            while True:
+                pub.heartbeat({})
+                await asyncio.sleep(0.2)
+
+        beats = loop.create_task(beat())
+        seen: dict[str, Any] = {}
+        states: list[bool] = []
+        sub = Subscriber(
+            [Upstream(via, control, "t")],
+            ["bbo."],
+            lambda t, m: seen.__setitem__(t, m.get("value", seen.get(t))),
+            on_upstream=lambda _, alive: states.append(alive),
+            stale_after_s=1.0,
+        )
+        sub.start(loop)
+        try:
+            await _until(lambda: seen.get("bbo.x.A") == 1)
+            proxy.open = False
+            proxy.cut()
+            await _until(lambda: states and states[-1] is False)
+            current["bbo.x.A"] = 2
+            pub.publish("bbo.x.A", {"type": "bbo", "value": 2})  # nobody connected
+            proxy.open = True
+            await _until(lambda: seen.get("bbo.x.A") == 2)
+        finally:
+            beats.cancel()
+            sub.close()
+            pub.close()
+            server.close()
+            await asyncio.sleep(0)  # let the cancelled tasks finish
+
+    asyncio.run(main())
+
+
+def test_every_subscriber_of_a_prefix_is_reported_to_the_publisher() -> None:
+    """XPUB_VERBOSE: a second subscriber of the same topic is reported too, so the book builder
+    can send it the current value; the prefix is dropped only when the last one leaves."""
+    import zmq
+
+    from common.bus import Publisher
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pub = Publisher("t", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", track_subscriptions=True)
+        events: list[tuple[str, bool]] = []
+        pub.on_subscription = lambda p, added: events.append((p, added))
+        pub.attach(loop)
+        endpoint = pub.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        ctx = zmq.Context.instance()
+        subs = []
+        try:
+            for _ in range(2):
+                s = ctx.socket(zmq.SUB)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SUBSCRIBE, b"depth.x.A")
+                s.connect(endpoint)
+                subs.append(s)
+            await _until(lambda: events.count(("depth.x.A", True)) == 2)
+            assert pub.wanted("depth.x.A") and not pub.wanted("depth.x.B")
+            subs[0].close(0)
+            await asyncio.sleep(0.3)  # time for a wrong "dropped" to arrive
+            assert pub.wanted("depth.x.A"), "the second subscriber still holds it"
+            subs[1].close(0)
+            await _until(lambda: ("depth.x.A", False) in events)
+            assert not pub.wanted("depth.x.A")
+        finally:
+            for s in subs:
+                s.close(0)
+            pub.close()
+
+    asyncio.run(main())

@@ -119,3 +119,17 @@ def test_venue_state_follows_book_liveness_and_status_age():
     s.set_book_alive(False)
     assert s.venue_state("kraken") == "down"
     assert s.instrument_states("kraken") == {"BTC-USD": "down"}
+
+
+def test_trade_dedupe_survives_repeated_ids_leaving_the_ring():
+    """An id held twice (a batch that partly repeats the previous one) is still known after
+    its older copy leaves the ring, so a republished batch is not forwarded again."""
+    s = make()  # ring of 5
+    topic = "trade.binance.BTC-USDT"
+    assert s.update(topic, trades(1, 2))  # ids 1, 2
+    assert s.update(topic, trades(2, 2))  # 2, 3: partly new, so applied; 2 is held twice
+    assert s.update(topic, trades(4, 2))  # 4, 5: the ring drops 1 and the first 2
+    assert not s.update(topic, trades(2, 1)), "id 2 is still in the ring"
+    odd = trades(9, 1)
+    odd["trades"][0]["id"] = ["not", "hashable"]
+    assert s.update(topic, odd)  # an id that cannot be a key is kept, never deduplicated
