@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -50,6 +51,16 @@ def wait_until(
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what or cond}: last error {last_exc!r}"
     )
+
+
+async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
+    """``wait_until`` inside an event loop: poll ``cond`` without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        await asyncio.sleep(0.02)
 
 
 def venue_section(

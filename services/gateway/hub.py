@@ -113,9 +113,7 @@ class Hub:
                 item = Item(kind, topic, msg, msg.get("ts_pub"))
                 for sub in subs:
                     if sub.awaiting and topic in sub.awaiting:
-                        sub.awaiting.discard(topic)
-                        sub.client.push(self._snapshot(sub, topic, msg))
-                        sub.slot(topic).last_sent = time.monotonic()
+                        self._deferred_snapshot(sub, topic, msg)
                     else:
                         sub.offer(topic, item)
         elif kind == "trade":
@@ -222,9 +220,13 @@ class Hub:
 
     def _snapshot_due(self, sub: Subscription, topic: str) -> None:
         if sub.active and topic in sub.awaiting:
-            sub.awaiting.discard(topic)
-            sub.client.push(self._snapshot(sub, topic, self.state.latest.get(topic)))
-            sub.slot(topic).last_sent = time.monotonic()
+            self._deferred_snapshot(sub, topic, self.state.latest.get(topic))
+
+    def _deferred_snapshot(self, sub: Subscription, topic: str, msg: dict | None) -> None:
+        """The snapshot a subscription waited for; its update interval starts now."""
+        sub.awaiting.discard(topic)
+        sub.client.push(self._snapshot(sub, topic, msg))
+        sub.slot(topic).last_sent = time.monotonic()
 
     def status_snapshot(
         self, venues: tuple[str, ...] | None, echo: str | list[str]

@@ -21,7 +21,7 @@ from common.book import OrderBook
 from common.bus import Subscriber, Upstream
 from common.follow import BookFollower
 from tests.buspub import ThreadPublisher, digest
-from tests.procs import PY, ROOT, wait_until
+from tests.procs import PY, ROOT, until, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -404,14 +404,6 @@ class _CuttableProxy:
         self.writers.clear()
 
 
-async def _until(cond, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 def test_reconnect_to_the_same_publisher_resyncs_stateless_topics() -> None:
     """A bbo published while the TCP link was down is not lost: after the reconnect the
     Subscriber asks for the current state (the publisher's epoch did not change)."""
@@ -452,14 +444,14 @@ def test_reconnect_to_the_same_publisher_resyncs_stateless_topics() -> None:
         )
         sub.start(loop)
         try:
-            await _until(lambda: seen.get("bbo.x.A") == 1)
+            await until(lambda: seen.get("bbo.x.A") == 1)
             proxy.open = False
             proxy.cut()
-            await _until(lambda: states and states[-1] is False)
+            await until(lambda: states and states[-1] is False)
             current["bbo.x.A"] = 2
             pub.publish("bbo.x.A", {"type": "bbo", "value": 2})  # nobody connected
             proxy.open = True
-            await _until(lambda: seen.get("bbo.x.A") == 2)
+            await until(lambda: seen.get("bbo.x.A") == 2)
         finally:
             beats.cancel()
             sub.close()
@@ -493,13 +485,13 @@ def test_every_subscriber_of_a_prefix_is_reported_to_the_publisher() -> None:
                 s.setsockopt(zmq.SUBSCRIBE, b"depth.x.A")
                 s.connect(endpoint)
                 subs.append(s)
-            await _until(lambda: events.count(("depth.x.A", True)) == 2)
+            await until(lambda: events.count(("depth.x.A", True)) == 2)
             assert pub.wanted("depth.x.A") and not pub.wanted("depth.x.B")
             subs[0].close(0)
             await asyncio.sleep(0.3)  # time for a wrong "dropped" to arrive
             assert pub.wanted("depth.x.A"), "the second subscriber still holds it"
             subs[1].close(0)
-            await _until(lambda: ("depth.x.A", False) in events)
+            await until(lambda: ("depth.x.A", False) in events)
             assert not pub.wanted("depth.x.A")
         finally:
             for s in subs:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.gateway.demand import DepthDemand
-
-
-async def _until(cond, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
+from tests.procs import until
 
 
 def test_followed_while_wanted_then_dropped_after_the_linger():
@@ -31,7 +24,7 @@ def test_followed_while_wanted_then_dropped_after_the_linger():
         await asyncio.sleep(0.15)
         assert topic in demand.followed, "one client still wants it"
         demand.release(topic)
-        await _until(lambda: topic not in demand.followed)
+        await until(lambda: topic not in demand.followed)
         assert calls == [("follow", topic), ("unfollow", topic)]
 
     asyncio.run(main())
@@ -53,7 +46,7 @@ def test_wanted_again_within_the_linger_keeps_the_subscription():
         await asyncio.sleep(0.4)
         assert calls == [("follow", topic)] and topic in demand.followed
         demand.release(topic)
-        await _until(lambda: topic not in demand.followed)
+        await until(lambda: topic not in demand.followed)
         assert calls[-1] == ("unfollow", topic)
         demand.close()
 
