@@ -81,6 +81,10 @@ class FdReader:
         sock = self.sock
         for _ in range(DRAIN_BATCH):
             try:
+                # asking EVENTS first spares the zmq.Again exception that ends every drain
+                # (~1.5 us each, once per wake-up); it also re-arms the edge-triggered FD
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return

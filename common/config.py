@@ -64,6 +64,7 @@ class Config:
     venues: dict[str, VenueConfig]
     simulator: dict[str, Any]
     raw: dict[str, Any]
+    realtime_priority: int = 0  # [scheduling]: SCHED_FIFO priority of every service, 0 = off
 
     def enabled_venues(self) -> list[VenueConfig]:
         return [v for v in self.venues.values() if v.enabled]
@@ -204,4 +205,20 @@ def load(
                     f"{path}: venues.{v.name}.{key} {ep} already used by {endpoints[ep]}"
                 )
             endpoints[ep] = f"venues.{v.name}.{key}"
-    return Config(path, book, gateway, venues, data.get("simulator", {}), data)
+    return Config(
+        path, book, gateway, venues, data.get("simulator", {}), data, _realtime(data, path)
+    )
+
+
+def _realtime(data: dict[str, Any], path: Path) -> int:
+    table = data.get("scheduling", {})
+    where = f"{path} [scheduling]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(table) - {"realtime_priority"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    prio = _take(table, "realtime_priority", int, where, 0)
+    if not 0 <= prio <= 98:
+        raise ConfigError(f"{where}: realtime_priority must be 0 (off) or 1-98, got {prio}")
+    return prio

@@ -13,6 +13,7 @@ import zmq
 from common import aio
 from common.config import ConfigError, load
 from common.logs import setup_logging
+from common.sched import apply_realtime
 from services.book.app import BookBuilder
 
 log = logging.getLogger("flowbook.book")
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         print(f"flowbook book: cannot open the bus endpoints: {exc}", file=sys.stderr)
         return 2
+    apply_realtime(cfg.realtime_priority, "book")
     try:
         aio.run(_serve(builder))
     except KeyboardInterrupt:

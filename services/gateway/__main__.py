@@ -11,6 +11,7 @@ import sys
 from common import aio
 from common.config import ConfigError, load
 from common.logs import setup_logging
+from common.sched import apply_realtime
 from services.gateway.app import Gateway
 from services.gateway.settings import from_config
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flowbook gateway: {exc}", file=sys.stderr)
         return 2
+    apply_realtime(cfg.realtime_priority, "gateway")
     try:
         aio.run(_main(gateway))
     except OSError as exc:

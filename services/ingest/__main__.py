@@ -13,6 +13,7 @@ from common import aio
 from common.bus import Publisher
 from common.config import ConfigError, load
 from common.logs import setup_logging
+from common.sched import apply_realtime
 from services.ingest.runner import IngestRunner, load_plugin
 
 log = logging.getLogger("flowbook.ingest")
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
     runner = IngestRunner(venue, plugin, publisher)
+    apply_realtime(cfg.realtime_priority, f"ingest-{venue.name}")
     try:
         aio.run(_serve(runner))
     except KeyboardInterrupt:

@@ -48,6 +48,7 @@ import httpx
 import orjson
 import psutil
 
+from common.sched import set_fifo
 from tests.bench.probe import ProbeProcess
 from tests.bench.stack import (
     VENUES,
@@ -154,6 +155,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="nice of the simulator processes, so that on a small machine they yield the CPU"
         " to the pipeline they feed (default %(default)s; whether the load was still applied"
         " is checked every step)",
+    )
+    ap.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=10,
+        help="[scheduling] realtime_priority of the flowbook services (SCHED_FIFO; 0 = normal"
+        " scheduler); the measuring clients and cryptofeed get the same (default %(default)s;"
+        " where the host does not allow it they run at normal priority, see the logs)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = ap.parse_args(argv)
@@ -358,6 +367,7 @@ class Bench:
                 "sched_autogroup": autogroup_enabled(),
                 "autogroup_nice": args.autogroup_nice,
                 "sim_nice": args.sim_nice,
+                "realtime_priority": args.realtime_priority,
             },
             "steps": [],
             "compare": None,
@@ -375,6 +385,7 @@ class Bench:
             rate=min(first.values()),
             trade_ratio=a.trade_ratio,
             sim_per_venue=a.sim == "per-venue",
+            realtime_priority=a.realtime_priority,
         )
         log(f"run directory {self.run_dir}; venues {','.join(a.venue_list)}")
         self.stack = BenchStack(cfg_path, self.run_dir, a.sim == "per-venue")
@@ -411,6 +422,17 @@ class Bench:
         n = self.args.autogroup_nice
         if n and autogroup_enabled() and not set_autogroup_nice(pid, n):
             log(f"could not set the autogroup nice of {what} (pid {pid}) to {n}")
+
+    def same_priority(self, pid: int, what: str) -> None:
+        """A measuring process runs at flowbook's real-time priority: the client at the end of
+        the measured path is part of it, and a normal process beside real-time ones would
+        measure how long the scheduler makes it wait (cryptofeed gets the same, for fairness)."""
+        prio = self.args.realtime_priority
+        if prio:
+            try:
+                set_fifo(pid, prio)
+            except PermissionError as exc:
+                log(f"{what} (pid {pid}) stays at normal priority: {exc}")
 
     def subscriptions(self) -> list[dict[str, Any]]:
         inst = httpx.get(f"{self.gateway_url}/api/instruments", timeout=10).json()
@@ -451,6 +473,7 @@ class Bench:
         self.probes = [bus, ws]
         for p in self.probes:
             self.renice(p.pid, p.name)
+            self.same_priority(p.pid, p.name)
         for p in self.probes:
             ready = p.wait_ready(60)
             if not ready.get("ready"):
@@ -758,6 +781,7 @@ class Bench:
         args += [f"--venue={v}={p}" for v, p in ports.items()]
         cf = ProbeProcess("cryptofeed", args, self.run_dir / "log", ROOT)
         self.renice(cf.pid, "cryptofeed")
+        self.same_priority(cf.pid, "cryptofeed")
         try:
             cf.wait_ready(120)
             time.sleep(3.0)  # connections, snapshots

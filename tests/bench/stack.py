@@ -81,6 +81,7 @@ def write_config(
     trade_ratio: float,
     seed: int = 11,
     sim_per_venue: bool = True,
+    realtime_priority: int = 0,
 ) -> Path:
     """A complete flowbook config on free ports. The gateway's per-client request limits are
     raised so that one measuring client may subscribe every instrument at once."""
@@ -121,6 +122,9 @@ host = "127.0.0.1"
 port = {PORTS()}
 max_subscriptions = 1000
 max_messages_per_s = 2000
+
+[scheduling]
+realtime_priority = {realtime_priority}
 {sections}
 """
     path = run_dir / "flowbook.toml"

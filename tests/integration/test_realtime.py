@@ -1,0 +1,84 @@
+"""``[scheduling] realtime_priority``: every flowbook service puts all its threads (ZeroMQ's I/O
+threads too) under SCHED_FIFO, and the pipeline still serves books. Where the host does not
+allow real-time scheduling, each service says so in its log and runs at normal priority."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from common.config import ConfigError, load
+from tests.procs import free_port, processes, venue_section, wait_until, write_config
+
+pytestmark = pytest.mark.integration
+
+PRIORITY = 3
+SERVICES = ("ingest-binance", "book", "gateway")
+
+
+def realtime_allowed() -> bool:
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+def policies(pid: int) -> set[tuple[int, int]]:
+    """(policy, priority) of every thread of ``pid``."""
+    return {
+        (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
+        for t in os.listdir(f"/proc/{pid}/task")
+    }
+
+
+def test_services_run_real_time_and_still_serve_books(tmp_path):
+    section = venue_section("binance", sim_port=free_port(), quote="USDT", bases=["BTC"])
+    path = write_config(tmp_path, section, extra=f"[scheduling]\nrealtime_priority = {PRIORITY}")
+    cfg = load(path)
+    allowed = realtime_allowed()
+    with processes(tmp_path) as start:
+        start("simulator", ["-m", "services.simulator", "--config", str(path)])
+        procs = {
+            "ingest-binance": start(
+                "ingest", ["-m", "services.ingest", "binance", "--config", str(path)]
+            ),
+            "book": start("book", ["-m", "services.book", "--config", str(path)]),
+            "gateway": start("gateway", ["-m", "services.gateway", "--config", str(path)]),
+        }
+        url = f"http://127.0.0.1:{cfg.gateway.port}/api/book/binance/BTC-USDT"
+
+        def book() -> dict | None:
+            try:
+                r = httpx.get(url, timeout=3)
+            except httpx.HTTPError:
+                return None
+            return r.json() if r.status_code == 200 and r.json().get("bids") else None
+
+        served = wait_until(book, 60, 0.3, what="the gateway serving binance BTC-USDT")
+        assert served["bids"][0][0] < served["asks"][0][0]
+        for name, proc in procs.items():
+            assert proc.alive(), f"{name} exited:\n{proc.log_text()[-2000:]}"
+            if allowed:
+                assert policies(proc.popen.pid) == {(os.SCHED_FIFO, PRIORITY)}, name
+                assert f"{name}: real-time scheduling SCHED_FIFO {PRIORITY}" in proc.log_text()
+            else:
+                assert policies(proc.popen.pid) <= {(os.SCHED_OTHER, 0)}, name
+                assert f"{name}: cannot use real-time scheduling" in proc.log_text()
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ("realtime_priority = 99", "realtime_priority must be 0 .off. or 1-98, got 99"),
+        ("realtime_priority = -1", "realtime_priority must be 0 .off. or 1-98, got -1"),
+        ('realtime_priority = "high"', "'realtime_priority' must be int"),
+        ("realtime = 5", "unknown key.s. realtime"),
+    ],
+)
+def test_bad_scheduling_settings_are_refused_with_the_key(tmp_path, table, error):
+    path = write_config(tmp_path, "", extra=f"[scheduling]\n{table}")
+    with pytest.raises(ConfigError, match=rf"\[scheduling\].*{error}"):
+        load(path, environ={})
+    assert load(write_config(tmp_path, ""), environ={}).realtime_priority == 0
