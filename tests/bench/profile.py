@@ -1,6 +1,11 @@
-"""Profile a running process with py-spy (sampling, ``--nonblocking``: the process is never
-paused) and turn its collapsed stacks into a short text report: where the CPU goes, by function
-(self and inclusive) and by the busiest call paths.
+"""Profile a running process with py-spy (sampling with ``--native``: C frames too, which
+needs py-spy to pause the process for each sample, so profile after the measurements) and turn its collapsed stacks into a short text report:
+where the CPU goes, by function (self and inclusive) and by the busiest call paths.
+
+Native frames matter here: under uvloop the event loop, libzmq and the socket writes are C, and
+without them py-spy charges their time, and the time the loop waits in ``epoll_pwait``, to the
+last Python frame (``Runner.run``). With them a sample whose leaf is ``epoll_pwait`` is the
+process waiting, not working, and is left out.
 
 ``python -m tests.bench.profile --pid N --seconds 15 [--out FILE]`` does the same by hand.
 """
@@ -8,6 +13,7 @@ paused) and turn its collapsed stacks into a short text report: where the CPU go
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +24,15 @@ from typing import Any
 
 RATE_HZ = 250
 # leaf frames of a thread waiting for I/O: py-spy's --nonblocking mode can still report them
-IDLE_LEAVES = ("EpollSelector.select", "select (selectors", "KqueueSelector.select")
+IDLE_LEAVES = (
+    "EpollSelector.select",
+    "select (selectors",
+    "KqueueSelector.select",
+    "epoll_pwait (",
+    "epoll_wait (",
+)
+# C frames of the interpreter and of uvloop (loop.c, core.c, object.h): plumbing, not findings
+_PLUMBING = re.compile(r"\((?:[^()]*/)?[\w.-]+\.[ch]\)$")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
@@ -67,9 +81,14 @@ def summarize(raw: Path, seconds: float, title: str, rate: int = RATE_HZ) -> dic
         total += count
         self_c[frames[-1]] += count
         for f in set(frames):
-            incl_c[f] += count
-        # the path from the event loop's callback down, without asyncio/runner frames
-        tail = [f for f in frames if "asyncio" not in f and "<module>" not in f]
+            if not _PLUMBING.search(f):
+                incl_c[f] += count
+        # the path from the event loop's callback down, without asyncio/runner/C-loop frames
+        tail = [
+            f
+            for f in frames
+            if "asyncio" not in f and "<module>" not in f and not _PLUMBING.search(f)
+        ]
         paths[" > ".join(tail[-4:])] += count
     expected = rate * seconds
     top_self = (
@@ -103,7 +122,11 @@ def summarize(raw: Path, seconds: float, title: str, rate: int = RATE_HZ) -> dic
     }
 
 
-def record(pid: int, seconds: float, raw: Path, rate: int = RATE_HZ, nice: int = 0) -> None:
+def record(
+    pid: int, seconds: float, raw: Path, rate: int = RATE_HZ, nice: int = 0, realtime: int = 0
+) -> None:
+    """``realtime``: the profiled process runs SCHED_FIFO at this priority; py-spy then runs one
+    above it, or it would only get the CPU (and take its samples) when the process sleeps."""
     cmd = [
         py_spy(),
         "record",
@@ -113,14 +136,23 @@ def record(pid: int, seconds: float, raw: Path, rate: int = RATE_HZ, nice: int =
         str(max(1, round(seconds))),
         "--rate",
         str(rate),
-        "--nonblocking",
+        "--native",
         "--format",
         "raw",
         "--output",
         str(raw),
     ]
+
+    def above_the_process() -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(realtime + 1, 98)))
+
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=above_the_process if realtime else None,
     )
     if nice:  # the same scheduling weight as the benchmarked stack (see run.py --autogroup-nice)
         from tests.bench.stack import set_autogroup_nice
@@ -137,9 +169,9 @@ def record(pid: int, seconds: float, raw: Path, rate: int = RATE_HZ, nice: int =
 
 
 def record_and_summarize(
-    pid: int, seconds: float, raw: Path, title: str, nice: int = 0
+    pid: int, seconds: float, raw: Path, title: str, nice: int = 0, realtime: int = 0
 ) -> dict[str, Any]:
-    record(pid, seconds, raw, nice=nice)
+    record(pid, seconds, raw, nice=nice, realtime=realtime)
     return summarize(raw, seconds, title)
 
 

@@ -711,6 +711,7 @@ class Bench:
                     f" (offered {rec['offered_msgs_s']:.0f}/s; {procs[name]['cpu_percent']}% CPU"
                     " in the step)",
                     nice=self.args.autogroup_nice,
+                    realtime=self.args.realtime_priority,
                 )
             except Exception as exc:  # py-spy missing or not permitted: the bench still reports
                 log(f"  profile of {name} failed: {exc}")
