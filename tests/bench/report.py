@@ -25,6 +25,17 @@ TARGETS = {
 }
 
 
+def _scheduling(st: dict[str, Any]) -> str:
+    prio = st.get("realtime_priority") or 0
+    sim = f"simulators at nice {st.get('sim_nice', 0)}"
+    if not prio:
+        return f"Scheduling: normal for every process, {sim}."
+    return (
+        f"Scheduling: flowbook's services, the measuring clients and cryptofeed SCHED_FIFO"
+        f" {prio} (`[scheduling] realtime_priority`), {sim} (normal scheduler)."
+    )
+
+
 def _p(s: dict[str, Any] | None, key: str) -> float | None:
     return s.get(key) if s and s.get("count") else None
 
@@ -184,7 +195,7 @@ def tables(results: dict[str, Any], md_dir: Path | None = None) -> str:
         f" {', '.join(st['bases'])} ({subs.get('instruments', '?')} instruments,"
         f" {subs.get('groups', '?')} consolidated groups); {st['duration_s']:g} s measured per"
         f" step after {st['warmup_s']:g} s warm-up; {st['trade_ratio']:g} trades per book update;"
-        f" simulators: {st['simulators']}.",
+        f" simulators: {st['simulators']}. {_scheduling(st)}",
         "",
         "Latency in µs, measured by a WebSocket client of the gateway on the unconflated `bbo`"
         " channel of every instrument (same host clock; every message whose top of book"
