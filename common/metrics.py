@@ -6,7 +6,9 @@ heartbeat carries their percentiles and the gateway turns them into Prometheus m
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from typing import Any
 
 import psutil
@@ -61,12 +63,60 @@ class LatencyHistogram:
         self.sum_us = 0
 
 
+class GcPauses:
+    """How long Python's cyclic garbage collector stopped this process, per generation.
+
+    A collection runs inside whatever allocation triggered it, so its pause lands on the
+    message being handled: older generations take milliseconds and show up in the p99.
+    """
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total_us = [0.0, 0.0, 0.0]
+        self.max_us = [0.0, 0.0, 0.0]
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        gen = info.get("generation", 0)
+        us = (time.perf_counter() - self._t0) * 1e6
+        self.count[gen] += 1
+        self.total_us[gen] += us
+        if us > self.max_us[gen]:
+            self.max_us[gen] = us
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            f"gen{g}": {
+                "collections": self.count[g],
+                "pause_us_total": round(self.total_us[g]),
+                "pause_us_max": round(self.max_us[g]),
+            }
+            for g in range(3)
+        }
+
+
+_gc_pauses: GcPauses | None = None
+
+
+def gc_pauses() -> GcPauses:
+    """The process's one ``GcPauses`` (started on first use)."""
+    global _gc_pauses
+    if _gc_pauses is None:
+        _gc_pauses = GcPauses()
+    return _gc_pauses
+
+
 class ProcessStats:
-    """CPU% and RSS of this process, for heartbeats."""
+    """CPU%, RSS and garbage-collector pauses of this process, for heartbeats."""
 
     def __init__(self) -> None:
         self.proc = psutil.Process(os.getpid())
         self.proc.cpu_percent(None)
+        self.gc = gc_pauses()
 
     def sample(self) -> dict[str, Any]:
         with self.proc.oneshot():
@@ -74,6 +124,7 @@ class ProcessStats:
                 "pid": self.proc.pid,
                 "cpu_percent": self.proc.cpu_percent(None),
                 "rss_bytes": self.proc.memory_info().rss,
+                "gc": self.gc.as_dict(),
             }
 
 

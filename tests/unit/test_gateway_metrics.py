@@ -56,7 +56,13 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
             "stats": {
                 "latency_us": {"consolidate": {**LAT, "count": 4}},
                 "latency_us_by_venue": {"binance": {"recv_to_pub": {**LAT, "count": 2}}},
-                "process": {"rss_bytes": 99},
+                "process": {
+                    "rss_bytes": 99,
+                    "gc": {
+                        "gen1": {"collections": 7, "pause_us_total": 2100, "pause_us_max": 900},
+                        "gen2": "garbage",
+                    },
+                },
             }
         },
     )
@@ -87,6 +93,14 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
     assert value(f, "flowbook_process_cpu_percent", service="ingest-binance") == 9.5
     assert value(f, "flowbook_process_rss_bytes", service="book") == 99
     assert value(f, "flowbook_process_rss_bytes", service="gateway") > 0
+    gc_runs, gc_pause = "flowbook_process_gc_collections", "flowbook_process_gc_pause_seconds"
+    assert value(f, gc_runs, gc_runs + "_total", service="book", generation="1") == 7
+    assert value(f, gc_pause, gc_pause + "_total", service="book", generation="1") == 2100e-6
+    assert (
+        value(f, "flowbook_process_gc_pause_max_seconds", service="book", generation="1") == 900e-6
+    )
+    assert not [s for s in f[gc_runs].samples if s.labels == {"service": "book", "generation": "2"}]
+    assert value(f, gc_runs, gc_runs + "_total", service="gateway", generation="0") >= 0
     assert value(f, "flowbook_book_up") == 1
     assert value(f, "flowbook_gateway_clients") == 3
     assert value(f, "flowbook_gateway_messages_sent", "flowbook_gateway_messages_sent_total") == 10
