@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FLOWBOOK_"
+REALTIME_SERVICES = ("ingest", "book", "gateway")
+MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "demo.toml"
 
 
@@ -64,7 +66,12 @@ class Config:
     venues: dict[str, VenueConfig]
     simulator: dict[str, Any]
     raw: dict[str, Any]
-    realtime_priority: int = 0  # [scheduling]: SCHED_FIFO priority of every service, 0 = off
+    realtime_priority: int = 0  # [scheduling]: SCHED_FIFO priority, 0 = off
+    realtime_services: tuple[str, ...] = REALTIME_SERVICES
+
+    def realtime_priority_for(self, service: str) -> int:
+        """The SCHED_FIFO priority ``service`` (ingest, book, gateway) should run at, 0 = none."""
+        return self.realtime_priority if service in self.realtime_services else 0
 
     def enabled_venues(self) -> list[VenueConfig]:
         return [v for v in self.venues.values() if v.enabled]
@@ -205,20 +212,27 @@ def load(
                     f"{path}: venues.{v.name}.{key} {ep} already used by {endpoints[ep]}"
                 )
             endpoints[ep] = f"venues.{v.name}.{key}"
-    return Config(
-        path, book, gateway, venues, data.get("simulator", {}), data, _realtime(data, path)
-    )
+    prio, services = _realtime(data, path)
+    return Config(path, book, gateway, venues, data.get("simulator", {}), data, prio, services)
 
 
-def _realtime(data: dict[str, Any], path: Path) -> int:
+def _realtime(data: dict[str, Any], path: Path) -> tuple[int, tuple[str, ...]]:
     table = data.get("scheduling", {})
     where = f"{path} [scheduling]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(table) - {"realtime_priority"}
+    unknown = set(table) - {"realtime_priority", "realtime_services"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     prio = _take(table, "realtime_priority", int, where, 0)
-    if not 0 <= prio <= 98:
-        raise ConfigError(f"{where}: realtime_priority must be 0 (off) or 1-98, got {prio}")
-    return prio
+    if not 0 <= prio <= MAX_REALTIME_PRIORITY:
+        raise ConfigError(
+            f"{where}: realtime_priority must be 0 (off) or 1-{MAX_REALTIME_PRIORITY}, got {prio}"
+        )
+    services = _take(table, "realtime_services", list, where, list(REALTIME_SERVICES))
+    bad = [s for s in services if s not in REALTIME_SERVICES]
+    if bad:
+        raise ConfigError(
+            f"{where}: realtime_services may name {', '.join(REALTIME_SERVICES)}, not {bad}"
+        )
+    return prio, tuple(services)

@@ -3,13 +3,16 @@
 On a small host the pipeline shares the CPUs with everything else, and each bus hop wakes four
 threads (the sender, its ZeroMQ I/O thread, the receiver's I/O thread, the receiver). Under the
 normal scheduler each wake-up can wait for another process's time slice; under ``SCHED_FIFO`` a
-woken flowbook thread runs at once. On the benchmark host this took the p99 end to end at
-2k msgs/s from ~10 ms to ~1.3 ms (docs/BENCHMARKS.md).
+woken flowbook thread runs at once. On the 2-core benchmark host at 2k msgs/s, the services
+under FIFO took the p99 end to end from ~9.7 ms to 2.6-3.9 ms with a client at normal priority,
+and to ~1.1-1.3 ms with the client under FIFO too (docs/BENCHMARKS.md).
 
-Every flowbook service gets the same priority: a FIFO thread is not preempted by another of the
-same priority, so a stage runs its burst to the end (staggered priorities measured worse: more
-preemption, more CPU). The kernel's real-time throttling (``kernel.sched_rt_runtime_us``,
-default 95% of each CPU) keeps a runaway process from locking the host.
+Every service named in ``realtime_services`` gets the same priority: a FIFO thread is not
+preempted by another of the same priority, so a stage runs its burst to the end (staggered
+priorities measured worse: more preemption, more CPU). The kernel's real-time throttling
+(``kernel.sched_rt_runtime_us``, default 95% of each CPU) keeps a runaway process from locking
+the host, but a saturated real-time pipeline does take the CPU from everything at normal
+priority; the gateway's load follows its clients, so leave it out where they are untrusted.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import os
 from pathlib import Path
 
 log = logging.getLogger("flowbook")
-
-MAX_PRIORITY = 98  # 99 is the kernel's own (watchdogs, migration)
 
 
 def _threads(pid: int | str = "self") -> list[int]:
@@ -32,7 +33,8 @@ def _threads(pid: int | str = "self") -> list[int]:
 
 def set_fifo(pid: int | str, priority: int) -> int:
     """``SCHED_FIFO`` at ``priority`` for every thread of process ``pid`` ("self" for this one);
-    returns how many threads. Raises ``PermissionError`` where that is not allowed."""
+    returns how many threads. Raises ``OSError`` (``PermissionError`` mostly) where that is not
+    allowed."""
     param = os.sched_param(priority)
     if pid == "self":
         os.sched_setscheduler(0, os.SCHED_FIFO, param)
@@ -58,7 +60,7 @@ def apply_realtime(priority: int, service: str) -> bool:
         return False
     try:
         threads = set_fifo("self", priority)
-    except PermissionError as exc:
+    except OSError as exc:  # EPERM mostly; EINVAL/ENOSYS in some sandboxes
         log.warning(
             "%s: cannot use real-time scheduling (SCHED_FIFO %d): %s; running at normal priority"
             " (needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least %d)",

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         print(f"flowbook book: cannot open the bus endpoints: {exc}", file=sys.stderr)
         return 2
-    apply_realtime(cfg.realtime_priority, "book")
+    apply_realtime(cfg.realtime_priority_for("book"), "book")
     try:
         aio.run(_serve(builder))
     except KeyboardInterrupt:

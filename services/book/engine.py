@@ -477,7 +477,7 @@ class Engine:
         if (
             cache is not None
             and now - cache[0] < LATENCY_SUMMARY_EVERY_S
-            and (cache[2] or not self.latency)  # the first figures are not held back
+            and cache[2].keys() == self.latency.keys()  # a new venue is not held back
         ):
             return cache[1], cache[2]
         total = {"recv_to_pub": LatencyHistogram(), "ingest_pub_to_pub": LatencyHistogram()}

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flowbook gateway: {exc}", file=sys.stderr)
         return 2
-    apply_realtime(cfg.realtime_priority, "gateway")
+    apply_realtime(cfg.realtime_priority_for("gateway"), "gateway")
     try:
         aio.run(_main(gateway))
     except OSError as exc:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
     runner = IngestRunner(venue, plugin, publisher)
-    apply_realtime(cfg.realtime_priority, f"ingest-{venue.name}")
+    apply_realtime(cfg.realtime_priority_for("ingest"), f"ingest-{venue.name}")
     try:
         aio.run(_serve(runner))
     except KeyboardInterrupt:

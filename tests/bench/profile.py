@@ -1,6 +1,7 @@
-"""Profile a running process with py-spy (sampling with ``--native``: C frames too, which
-needs py-spy to pause the process for each sample, so profile after the measurements) and turn its collapsed stacks into a short text report:
-where the CPU goes, by function (self and inclusive) and by the busiest call paths.
+"""Profile a running process with py-spy and turn its collapsed stacks into a short text report:
+where the CPU goes, by function (self and inclusive) and by the busiest call paths. Sampling
+uses ``--native`` (C frames too), which pauses the process for each sample, so the benchmark
+profiles after its measurements.
 
 Native frames matter here: under uvloop the event loop, libzmq and the socket writes are C, and
 without them py-spy charges their time, and the time the loop waits in ``epoll_pwait``, to the
@@ -13,7 +14,6 @@ process waiting, not working, and is left out.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -22,8 +22,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from common.sched import set_fifo
+
 RATE_HZ = 250
-# leaf frames of a thread waiting for I/O: py-spy's --nonblocking mode can still report them
+# leaf frames of a thread waiting for I/O (Python selectors, or epoll in uvloop's C code)
 IDLE_LEAVES = (
     "EpollSelector.select",
     "select (selectors",
@@ -143,17 +145,14 @@ def record(
         str(raw),
     ]
 
-    def above_the_process() -> None:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(realtime + 1, 98)))
-
     proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=above_the_process if realtime else None,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    if realtime:
+        try:
+            set_fifo(proc.pid, realtime + 1)
+        except OSError as exc:  # py-spy still samples, only less evenly
+            print(f"py-spy stays at normal priority: {exc}", file=sys.stderr)
     if nice:  # the same scheduling weight as the benchmarked stack (see run.py --autogroup-nice)
         from tests.bench.stack import set_autogroup_nice
 

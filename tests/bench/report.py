@@ -26,13 +26,33 @@ TARGETS = {
 
 
 def _scheduling(st: dict[str, Any]) -> str:
-    prio = st.get("realtime_priority") or 0
-    sim = f"simulators at nice {st.get('sim_nice', 0)}"
-    if not prio:
-        return f"Scheduling: normal for every process, {sim}."
+    """The scheduling each group of processes really ran under (``scheduling_applied``)."""
+    applied: dict[str, str] = st.get("scheduling_applied") or {}
+    if not applied:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for name, policy in applied.items():
+        if name.startswith("sim:"):
+            group = "simulators"
+        elif name.startswith("probe:"):
+            group = "measuring clients"
+        elif name == "cryptofeed":
+            group = "cryptofeed"
+        else:
+            group = "flowbook services"
+        groups.setdefault(group, []).append(policy)
+    parts = []
+    for group, policies in groups.items():
+        kinds = sorted(set(policies))
+        label = " / ".join(
+            f"SCHED_FIFO {k.split()[1]}" if k.startswith("fifo") else k for k in kinds
+        )
+        parts.append(f"{group} {label}")
+    asked = st.get("realtime_priority") or 0
+    nice = st.get("sim_nice", 0)
     return (
-        f"Scheduling: flowbook's services, the measuring clients and cryptofeed SCHED_FIFO"
-        f" {prio} (`[scheduling] realtime_priority`), {sim} (normal scheduler)."
+        f"Scheduling as applied: {', '.join(parts)} (`--realtime-priority {asked}`; simulators"
+        f" at nice {nice})."
     )
 
 

@@ -48,7 +48,8 @@ import httpx
 import orjson
 import psutil
 
-from common.sched import set_fifo
+from common.config import MAX_REALTIME_PRIORITY
+from common.sched import policy_of, set_fifo
 from tests.bench.probe import ProbeProcess
 from tests.bench.stack import (
     VENUES,
@@ -166,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = ap.parse_args(argv)
+    if not 0 <= args.realtime_priority <= MAX_REALTIME_PRIORITY:
+        ap.error(f"--realtime-priority must be 0 (off) or 1-{MAX_REALTIME_PRIORITY}")
     try:
         args.step_list = [int(float(s)) for s in args.steps.split(",") if s.strip()]
         args.cf_step_list = (
@@ -423,6 +426,17 @@ class Bench:
         if n and autogroup_enabled() and not set_autogroup_nice(pid, n):
             log(f"could not set the autogroup nice of {what} (pid {pid}) to {n}")
 
+    def record_policy(self, pids: dict[str, int]) -> None:
+        """What the scheduler really applies to each process (the report quotes this, not the
+        priority asked for: a host may refuse real-time scheduling)."""
+        applied = self.results["settings"].setdefault("scheduling_applied", {})
+        for name, pid in pids.items():
+            try:
+                policy, prio = policy_of(pid)
+            except OSError:
+                continue
+            applied[name] = f"{policy} {prio}" if policy != "other" else "normal"
+
     def same_priority(self, pid: int, what: str) -> None:
         """A measuring process runs at flowbook's real-time priority: the client at the end of
         the measured path is part of it, and a normal process beside real-time ones would
@@ -431,7 +445,7 @@ class Bench:
         if prio:
             try:
                 set_fifo(pid, prio)
-            except PermissionError as exc:
+            except OSError as exc:
                 log(f"{what} (pid {pid}) stays at normal priority: {exc}")
 
     def subscriptions(self) -> list[dict[str, Any]]:
@@ -474,6 +488,7 @@ class Bench:
         for p in self.probes:
             self.renice(p.pid, p.name)
             self.same_priority(p.pid, p.name)
+        self.record_policy({**self.stack.pids(), **{f"probe:{p.name}": p.pid for p in self.probes}})
         for p in self.probes:
             ready = p.wait_ready(60)
             if not ready.get("ready"):
@@ -783,6 +798,7 @@ class Bench:
         cf = ProbeProcess("cryptofeed", args, self.run_dir / "log", ROOT)
         self.renice(cf.pid, "cryptofeed")
         self.same_priority(cf.pid, "cryptofeed")
+        self.record_policy({"cryptofeed": cf.pid})
         try:
             cf.wait_ready(120)
             time.sleep(3.0)  # connections, snapshots

@@ -499,3 +499,48 @@ def test_every_subscriber_of_a_prefix_is_reported_to_the_publisher() -> None:
             pub.close()
 
     asyncio.run(main())
+
+
+def test_a_socket_that_fails_stops_being_read_instead_of_spinning(caplog) -> None:
+    """A ZeroMQ error other than EAGAIN (here: the context is terminated under the reader)
+    makes ``FdReader`` log it and drop the FD from the loop. Left registered, a readable FD
+    would call the reader again and again: a busy loop, which under real-time scheduling
+    takes a whole CPU."""
+    import zmq
+
+    from common.bus import FdReader
+
+    async def scenario() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        ctx = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        sub = ctx.socket(zmq.SUB)
+        sub.subscribe(b"")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        got: list[list[bytes]] = []
+        reader = FdReader(sub, got.append, loop)
+        await until(lambda: pub.send_multipart([b"t", b"1"]) or got, 10, "first message")
+        pub.close(0)
+        term = threading.Thread(target=ctx.term, daemon=True)  # returns once sub is closed
+        term.start()
+
+        def terminating() -> bool:
+            try:
+                sub.getsockopt(zmq.EVENTS)
+            except zmq.ContextTerminated:
+                return True
+            return False
+
+        await until(terminating, 10, "the context terminating")
+        reader.drain()  # what the loop calls when the FD is readable
+        still_watched = loop.remove_reader(reader.fd)
+        sub.close(0)
+        term.join(10)
+        return len(got), still_watched
+
+    with caplog.at_level("ERROR", logger="flowbook.bus"):
+        received, still_watched = asyncio.run(scenario())
+    assert received >= 1
+    assert not still_watched, "the failed socket's FD is still registered with the loop"
+    assert "no longer reading it" in caplog.text

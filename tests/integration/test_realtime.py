@@ -21,21 +21,29 @@ SERVICES = ("ingest-binance", "book", "gateway")
 
 
 def realtime_allowed() -> bool:
-    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"
+    probe = f"import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param({PRIORITY}))"
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
 def policies(pid: int) -> set[tuple[int, int]]:
     """(policy, priority) of every thread of ``pid``."""
-    return {
-        (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
-        for t in os.listdir(f"/proc/{pid}/task")
-    }
+    found = set()
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add((os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority))
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+    return found
 
 
 def test_services_run_real_time_and_still_serve_books(tmp_path):
+    """The gateway is left out of ``realtime_services`` and keeps the normal scheduler."""
     section = venue_section("binance", sim_port=free_port(), quote="USDT", bases=["BTC"])
-    path = write_config(tmp_path, section, extra=f"[scheduling]\nrealtime_priority = {PRIORITY}")
+    scheduling = f"""[scheduling]
+realtime_priority = {PRIORITY}
+realtime_services = ["ingest", "book"]
+"""
+    path = write_config(tmp_path, section, extra=scheduling)
     cfg = load(path)
     allowed = realtime_allowed()
     with processes(tmp_path) as start:
@@ -60,19 +68,23 @@ def test_services_run_real_time_and_still_serve_books(tmp_path):
         assert served["bids"][0][0] < served["asks"][0][0]
         for name, proc in procs.items():
             assert proc.alive(), f"{name} exited:\n{proc.log_text()[-2000:]}"
-            if allowed:
+            if name == "gateway":
+                assert policies(proc.popen.pid) == policies(os.getpid())
+                assert "real-time scheduling" not in proc.log_text()
+            elif allowed:
                 assert policies(proc.popen.pid) == {(os.SCHED_FIFO, PRIORITY)}, name
                 assert f"{name}: real-time scheduling SCHED_FIFO {PRIORITY}" in proc.log_text()
-            else:
-                assert policies(proc.popen.pid) <= {(os.SCHED_OTHER, 0)}, name
+            else:  # as started: the policy of this test process
+                assert policies(proc.popen.pid) == policies(os.getpid()), name
                 assert f"{name}: cannot use real-time scheduling" in proc.log_text()
 
 
 @pytest.mark.parametrize(
     ("table", "error"),
     [
-        ("realtime_priority = 99", "realtime_priority must be 0 .off. or 1-98, got 99"),
-        ("realtime_priority = -1", "realtime_priority must be 0 .off. or 1-98, got -1"),
+        ("realtime_priority = 50", "realtime_priority must be 0 .off. or 1-49, got 50"),
+        ("realtime_priority = -1", "realtime_priority must be 0 .off. or 1-49, got -1"),
+        ('realtime_services = ["ingest", "web"]', "realtime_services may name .*not .'web'."),
         ('realtime_priority = "high"', "'realtime_priority' must be int"),
         ("realtime = 5", "unknown key.s. realtime"),
     ],
