@@ -88,6 +88,31 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def _gc_pauses(sources: list[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+    """The garbage collector's pauses from each process's heartbeat ``process.gc``."""
+    labels = ["service", "generation"]
+    runs = CounterMetricFamily(
+        "flowbook_process_gc_collections", "Garbage collections, by generation.", labels=labels
+    )
+    pause = CounterMetricFamily(
+        "flowbook_process_gc_pause_seconds", "Time stood still in collections.", labels=labels
+    )
+    longest = GaugeMetricFamily(
+        "flowbook_process_gc_pause_max_seconds", "Longest collection pause.", labels=labels
+    )
+    for service, stats in sources:
+        proc = stats.get("process")
+        gcs = proc.get("gc") if isinstance(proc, dict) else None
+        for gen, g in sorted(gcs.items() if isinstance(gcs, dict) else ()):
+            if not isinstance(g, dict) or _num(g.get("collections")) is None:
+                continue
+            at = [service, str(gen).removeprefix("gen")]
+            runs.add_metric(at, _num(g.get("collections")))
+            pause.add_metric(at, (_num(g.get("pause_us_total")) or 0.0) / 1e6)
+            longest.add_metric(at, (_num(g.get("pause_us_max")) or 0.0) / 1e6)
+    yield from (runs, pause, longest)
+
+
 def _add_summary(metric: Metric, summary: Any, labels: dict[str, str]) -> bool:
     """Samples of one latency summary (``{"p50",...,"mean","count"}`` in µs), in seconds."""
     if not isinstance(summary, dict) or not summary.get("count"):
@@ -234,21 +259,6 @@ class GatewayCollector:
             "Per-stage maximum latency reported by each process.",
             labels=["service", "stage"],
         )
-        gc_runs = CounterMetricFamily(
-            "flowbook_process_gc_collections",
-            "Garbage collections of each process, by generation.",
-            labels=["service", "generation"],
-        )
-        gc_pause = CounterMetricFamily(
-            "flowbook_process_gc_pause_seconds",
-            "Time each process stood still in garbage collections, by generation.",
-            labels=["service", "generation"],
-        )
-        gc_max = GaugeMetricFamily(
-            "flowbook_process_gc_pause_max_seconds",
-            "Longest garbage collection pause of each process, by generation.",
-            labels=["service", "generation"],
-        )
         book_up = GaugeMetricFamily(
             "flowbook_book_up", "1 if the book builder is publishing, else 0."
         )
@@ -264,14 +274,6 @@ class GatewayCollector:
                     cpu.add_metric([service], c)
                 if m is not None:
                     rss.add_metric([service], m)
-                gcs = proc.get("gc")
-                for gen, g in sorted(gcs.items() if isinstance(gcs, dict) else ()):
-                    if not isinstance(g, dict) or _num(g.get("collections")) is None:
-                        continue
-                    labels = [service, str(gen).removeprefix("gen")]
-                    gc_runs.add_metric(labels, _num(g.get("collections")))
-                    gc_pause.add_metric(labels, (_num(g.get("pause_us_total")) or 0.0) / 1e6)
-                    gc_max.add_metric(labels, (_num(g.get("pause_us_max")) or 0.0) / 1e6)
             latencies = stats.get("latency_us")
             if isinstance(latencies, dict):
                 for stage, summary in sorted(latencies.items()):
@@ -291,9 +293,7 @@ class GatewayCollector:
         yield book_up
         yield cpu
         yield rss
-        yield gc_runs
-        yield gc_pause
-        yield gc_max
+        yield from _gc_pauses(sources)
         yield lat
         yield lat_venue
         yield lat_max
