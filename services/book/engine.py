@@ -437,12 +437,17 @@ class Engine:
         names = list(self.venues) if force else sorted(self._status_dirty)
         self._status_dirty.clear()
         for name in names:
-            body = self.status_body(name)
-            key = (body["state"], tuple(body["instruments"].items()))
-            vs = self.venues[name]
-            if force or key != vs.published_key:
-                vs.published_key = key
-                self._send(f"status.{name}", body)
+            self.publish_status(name, force)
+
+    def publish_status(self, name: str, force: bool = True) -> None:
+        """``status.<name>`` now (``force``) or only if its state or instruments changed."""
+        self._status_dirty.discard(name)
+        body = self.status_body(name)
+        key = (body["state"], tuple(body["instruments"].items()))
+        vs = self.venues[name]
+        if force or key != vs.published_key:
+            vs.published_key = key
+            self._send(f"status.{name}", body)
 
     # -- resync service ---------------------------------------------------------------------
     def snapshots(self, prefixes: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
