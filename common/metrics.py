@@ -19,10 +19,12 @@ MAX_US = 60_000_000
 
 
 class LatencyHistogram:
-    """HDR histogram of microseconds, 1 µs to 60 s, 2 significant digits (values within 1%).
+    """HDR histogram of microseconds, 1 µs to 60 s, ``digits`` significant digits.
 
-    Two digits, not three: hdrh reads percentiles by walking its buckets in Python, and with
-    three digits (17k buckets) a heartbeat's summaries stopped the book builder for ~4 ms.
+    Services record with 2 digits (values within 1%): hdrh reads percentiles by walking its
+    buckets in Python, and with 3 digits (17k buckets) the book builder's heartbeat summaries
+    stopped its event loop for ~4 ms. Histograms read rarely (the benchmark's probes, the
+    gateway's /metrics) keep 3.
 
     The mean is kept as a running sum: hdrh's own mean walks every bucket in Python (~30 ms for
     a few thousand distinct values), too slow for a once-a-second heartbeat on a hot loop.
@@ -30,8 +32,8 @@ class LatencyHistogram:
 
     __slots__ = ("hist", "sum_us", "total")
 
-    def __init__(self) -> None:
-        self.hist = HdrHistogram(1, MAX_US, 2)
+    def __init__(self, digits: int = 2) -> None:
+        self.hist = HdrHistogram(1, MAX_US, digits)
         self.total = 0
         self.sum_us = 0
 
@@ -117,8 +119,8 @@ class ProcessStats:
     """CPU%, RSS and garbage-collector pauses of this process, for heartbeats.
 
     CPU and RSS are read from /proc at most every ``every_s`` (CPU% is the average since the
-    last read): the read took 0.3-0.5 ms on the benchmark host, a stall of the event loop that
-    once a second landed on the messages then in flight.
+    last read; the first one is redone after a second): every heartbeat's work is a stall of
+    the event loop for the messages then in flight, so what need not be fresh is not re-read.
     """
 
     def __init__(self, every_s: float = 5.0) -> None:
@@ -126,12 +128,20 @@ class ProcessStats:
         self.proc.cpu_percent(None)
         self.gc = gc_pauses()
         self.every_s = every_s
-        self._read_at = -every_s
+        self._primed_at = time.monotonic()
+        self._read_at: float | None = None
+        self._window = 0.0
         self._cpu_rss = (0.0, 0)
 
     def sample(self) -> dict[str, Any]:
         now = time.monotonic()
-        if now - self._read_at >= self.every_s:
+        last = self._read_at
+        if (
+            last is None
+            or now - last >= self.every_s
+            or (self._window < 1.0 and now - last >= 1.0)  # a first CPU% over a blink: redo
+        ):
+            self._window = now - (self._primed_at if last is None else last)
             self._read_at = now
             with self.proc.oneshot():
                 self._cpu_rss = (self.proc.cpu_percent(None), self.proc.memory_info().rss)

@@ -170,14 +170,21 @@ class BookBuilder:
         spread: each carries its ingest's statistics (a few KB), and all of them at once made
         a ~0.5 ms burst that the bbo messages behind it waited for, here and in the gateway."""
         names = list(self.engine.venues)
-        pause = STATUS_EVERY_S / max(len(names), 1)
+        if not names:
+            return
+        loop = asyncio.get_running_loop()
+        pause = STATUS_EVERY_S / len(names)
+        due = loop.time()
         while True:
             for name in names:
                 try:
                     self.engine.publish_status(name)
                 except Exception:
                     log.exception("status of %s failed", name)
-                await asyncio.sleep(pause)
+                # absolute times: late wake-ups do not add up over a round; after a long
+                # stall the round restarts from now instead of catching up in a burst
+                due = max(due + pause, loop.time() - STATUS_EVERY_S)
+                await asyncio.sleep(max(0.0, due - loop.time()))
 
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()

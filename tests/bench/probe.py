@@ -32,7 +32,7 @@ class Stages:
     def record(self, stage: str, ns: int) -> None:
         h = self.hists.get(stage)
         if h is None:
-            h = self.hists[stage] = LatencyHistogram()
+            h = self.hists[stage] = LatencyHistogram(3)  # read once a step: full precision
         h.record_ns(ns if ns > 0 else 0)
 
     def count(self, key: str, n: int = 1) -> None:

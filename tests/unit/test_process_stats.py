@@ -21,6 +21,6 @@ def test_heartbeat_process_stats_count_gc_pauses_per_generation():
     after = ProcessStats().sample()
     assert after["rss_bytes"] > 0 and after["pid"] > 0
     gen0, gen2 = after["gc"]["gen0"], after["gc"]["gen2"]
-    assert gen2["collections"] == before["gen2"]["collections"] + 1
+    assert gen2["collections"] >= before["gen2"]["collections"] + 1
     assert gen0["collections"] >= before["gen0"]["collections"] + 1
     assert gen2["pause_us_max"] > 0 and gen2["pause_us_total"] >= gen2["pause_us_max"]
