@@ -36,8 +36,6 @@ def set_fifo(pid: int | str, priority: int) -> int:
     returns how many threads. Raises ``OSError`` (``PermissionError`` mostly) where that is not
     allowed."""
     param = os.sched_param(priority)
-    if pid == "self":
-        os.sched_setscheduler(0, os.SCHED_FIFO, param)
     done = 0
     for tid in _threads(pid):
         try:

@@ -432,12 +432,10 @@ class Engine:
     def status_body(self, venue: str) -> dict[str, Any]:
         return self.venues[venue].body(self.by_venue[venue], self.clock())
 
-    def flush_status(self, force: bool = False) -> None:
-        """Publish ``status.<venue>`` for venues whose status changed (all if ``force``)."""
-        names = list(self.venues) if force else sorted(self._status_dirty)
-        self._status_dirty.clear()
-        for name in names:
-            self.publish_status(name, force)
+    def flush_status(self) -> None:
+        """Publish ``status.<venue>`` for venues whose status changed."""
+        for name in sorted(self._status_dirty):
+            self.publish_status(name, force=False)
 
     def publish_status(self, name: str, force: bool = True) -> None:
         """``status.<name>`` now (``force``) or only if its state or instruments changed."""

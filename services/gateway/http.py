@@ -267,15 +267,13 @@ class HttpApi:
             return self.error(404, "unknown_symbol", f"unknown symbol {symbol!r} for {venue!r}")
         topic = f"depth.{venue}.{symbol}"
         msg = self.state.latest.get(topic)
-        if msg is None and self.demand is not None:
-            # not followed yet: follow it (for a while) and wait for the book builder's answer
+        if self.demand is not None:
+            # followed for a while from now; if it was not followed yet, wait for its first value
             self.demand.touch(topic)
             deadline = time.monotonic() + self.settings.snapshot_wait_s
             while msg is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
                 msg = self.state.latest.get(topic)
-        elif self.demand is not None:
-            self.demand.touch(topic)
         if msg is None:
             return self.error(
                 404, "no_data", f"no depth for {venue} {symbol} from the book builder yet"

@@ -8,14 +8,20 @@ from services.gateway.demand import DepthDemand
 from tests.procs import until
 
 
+def recorded(linger_s: float) -> tuple[DepthDemand, list[tuple[str, str]]]:
+    """A DepthDemand whose follow/unfollow calls are recorded, in order."""
+    calls: list[tuple[str, str]] = []
+    demand = DepthDemand(
+        lambda t: calls.append(("follow", t)),
+        lambda t: calls.append(("unfollow", t)),
+        linger_s=linger_s,
+    )
+    return demand, calls
+
+
 def test_followed_while_wanted_then_dropped_after_the_linger():
     async def main() -> None:
-        calls: list[tuple[str, str]] = []
-        demand = DepthDemand(
-            lambda t: calls.append(("follow", t)),
-            lambda t: calls.append(("unfollow", t)),
-            linger_s=0.05,
-        )
+        demand, calls = recorded(linger_s=0.05)
         topic = "depth.binance.BTC-USDT"
         demand.want(topic)
         demand.want(topic)  # a second client: no second subscription
@@ -32,12 +38,7 @@ def test_followed_while_wanted_then_dropped_after_the_linger():
 
 def test_wanted_again_within_the_linger_keeps_the_subscription():
     async def main() -> None:
-        calls: list[tuple[str, str]] = []
-        demand = DepthDemand(
-            lambda t: calls.append(("follow", t)),
-            lambda t: calls.append(("unfollow", t)),
-            linger_s=0.2,
-        )
+        demand, calls = recorded(linger_s=0.2)
         topic = "depth.all.BTC-USD"
         demand.want(topic)
         demand.release(topic)
