@@ -118,6 +118,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("max", "x:"),
     ):
         ax.plot(x, [s["latency_us"]["e2e"][key] for s in steps], style, label=key)
+    fl = [f for f in (results.get("floor") or {}).get("steps", []) if f.get("latency_us")]
+    for key, style in (("p50", "o:"), ("p99", "^:")):
+        ax.plot(
+            [f["received_msgs_s"] for f in fl],
+            [f["latency_us"][key] for f in fl],
+            style,
+            color="grey",
+            label=f"bare 2-hop pyzmq chain {key}",
+        )
     ax.axhline(5000, color="red", lw=0.8, ls="--")
     ax.text(x[0] if x else 1, 5200, "5 ms (sustainable limit, p99)", color="red", fontsize=8)
     ax.axhline(1000, color="orange", lw=0.8, ls="--")
@@ -281,6 +290,8 @@ def tables(results: dict[str, Any], md_dir: Path | None = None) -> str:
     if results.get("errors"):
         out += ["", "Errors during the run:", *[f"- {e}" for e in results["errors"]]]
     out += ["", *target_lines(results)]
+    if results.get("floor"):
+        out += ["", *floor_lines(results)]
     comp = results.get("compare")
     if comp:
         out += ["", *compare_lines(comp)]
@@ -346,6 +357,49 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             ratio["cpu_per_msg_ratio"] is not None and ratio["cpu_per_msg_ratio"] > 1,
         )
     return ["| target | wanted | measured | |", "|---|---|---|---|", *rows]
+
+
+def floor_lines(results: dict[str, Any]) -> list[str]:
+    """The bare chain next to flowbook's end to end, step by step."""
+    fl = results["floor"]
+    sched = {f.get("scheduling") for f in fl["steps"]}
+    out = [
+        "Floor on this host, same run (`tests/bench/floor.py`): a bare two-hop pyzmq chain in"
+        " Python, three processes (source -> middle: decode, SortedDict update, encode ->"
+        f" sink), {fl['symbols']} books, paced in 1 ms ticks, alone on the host after the stack"
+        f" was stopped; scheduling {', '.join(sorted(s for s in sched if s)) or '?'}."
+        " flowbook's end to end has the same two ZeroMQ hops plus the WebSocket hop to the"
+        " client and the work of each stage. *CPU µs/msg*: middle process vs flowbook's book"
+        " builder (the middle stage of the pipeline).",
+        "",
+        "| target msgs/s | bare chain p50 / p99 | flowbook e2e p50 / p99 | e2e p50 / bare p50 |"
+        " bare middle CPU µs/msg | flowbook book builder CPU µs/msg | lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for f in fl["steps"]:
+        lat = f.get("latency_us") or {}
+        step = step_at(results, f["target_msgs_s"])
+        e = (step or {}).get("latency_us", {}).get("e2e") if step else None
+        ratio = (
+            f"{_p(e, 'p50') / lat['p50']:.1f}x" if e and e.get("count") and lat.get("p50") else "-"
+        )
+        book_cpu = "-"
+        if step and step.get("delivered_msgs_s"):
+            b = step["processes"].get("book", {})
+            n = step["delivered_msgs_s"] * step["duration_s"]
+            book_cpu = f"{1e6 * b.get('cpu_s', 0) / n:.0f}" if n else "-"
+        out.append(
+            f"| {f['target_msgs_s']:,} | {_us(lat.get('p50'))} / {_us(lat.get('p99'))} |"
+            f" {_us(_p(e, 'p50'))} / {_us(_p(e, 'p99'))} | {ratio} |"
+            f" {f['middle_cpu_us_per_msg']} | {book_cpu} | {f['lost']} |"
+        )
+    out += [
+        "",
+        f"Ceiling of the bare middle process (source sending flat out, normal priority):"
+        f" {fl['ceiling_msgs_s']:,.0f} msgs/s at"
+        f" {fl['ceiling']['middle_cpu_us_per_msg']} µs CPU/msg.",
+    ]
+    return out
 
 
 KEPT_UP_FAILS = ("load not applied", "ingest fell behind", "fell behind")
@@ -526,6 +580,12 @@ def summary_text(results: dict[str, Any]) -> str:
             f" {'held' if s['held'] else 'not held'}"
         )
     lines.append(f"sustainable: {results.get('sustainable_msgs_s', 0):,} msgs/s")
+    for f in (results.get("floor") or {}).get("steps", []):
+        lat = f.get("latency_us") or {}
+        lines.append(
+            f"{f['target_msgs_s']:>7,} bare two-hop pyzmq chain | p50 {_us(lat.get('p50')):>7}"
+            f" p99 {_us(lat.get('p99')):>7} | middle {f['middle_cpu_us_per_msg']} µs CPU/msg"
+        )
     comp = results.get("compare")
     if comp:
         r = comp.get("ratio") or compare_ratio(comp)

@@ -24,7 +24,11 @@
    cryptofeed also handles (Binance, Bybit, Coinbase) get load; flowbook is measured, then
    its pipeline is stopped and cryptofeed's L2 book handlers run on the same simulators and
    the same steps (``tests/bench/cfprobe.py``).
-5. Writes the JSON results, the plot and the table in docs/BENCHMARKS.md (``report.py``).
+5. Phase ``floor`` (``--no-floor`` to skip): with everything above stopped, a bare two-hop
+   pyzmq chain (decode, SortedDict update, encode; ``tests/bench/floor.py``) at the same steps
+   and scheduling, and the ceiling of its middle process: what this host charges any
+   multi-process Python pipeline, measured in the same run as flowbook.
+6. Writes the JSON results, the plot and the table in docs/BENCHMARKS.md (``report.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import psutil
 
 from common.config import MAX_REALTIME_PRIORITY
 from common.sched import policy_of, set_fifo
+from tests.bench import floor
 from tests.bench.probe import ProbeProcess
 from tests.bench.stack import (
     VENUES,
@@ -165,6 +170,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " scheduler); the measuring clients and cryptofeed get the same (default %(default)s;"
         " where the host does not allow it they run at normal priority, see the logs)",
     )
+    fl = ap.add_mutually_exclusive_group()
+    fl.add_argument(
+        "--floor",
+        dest="floor",
+        action="store_true",
+        default=True,
+        help="after the stack is stopped, measure a bare two-hop pyzmq chain at the same steps"
+        " and scheduling: the floor on this host, in this run (tests/bench/floor.py; default)",
+    )
+    fl.add_argument("--no-floor", dest="floor", action="store_false")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = ap.parse_args(argv)
     if not 0 <= args.realtime_priority <= MAX_REALTIME_PRIORITY:
@@ -899,10 +914,25 @@ class Bench:
                     errors.append(f"{phase.__name__}: {exc}")
         finally:
             self.shutdown()
+        if self.args.floor:
+            self.phase_floor()
         if "sustainable_msgs_s" not in self.results:
             held = [s["target_msgs_s"] for s in self.results["steps"] if s["held"]]
             self.results["sustainable_msgs_s"] = max(held) if held else 0
         return self.results
+
+    def phase_floor(self) -> None:
+        """The bare chain, with the stack and the simulators stopped (``tests/bench/floor.py``)."""
+        a = self.args
+        log("floor: a bare two-hop pyzmq chain at the same steps")
+        try:
+            wait_quiet(a.quiet_threshold, a.quiet_wait)
+            self.results["floor"] = floor.run_floor(
+                a.step_list, a.warmup, a.duration, a.realtime_priority, log
+            )
+        except (RuntimeError, OSError) as exc:
+            log(f"phase_floor failed: {exc}")
+            self.results.setdefault("errors", []).append(f"phase_floor: {exc}")
 
     def shutdown(self) -> None:
         for p in self.probes:
