@@ -115,9 +115,13 @@ class OrderBook:
         return self.top_bids(n), self.top_asks(n)
 
     def top_raw(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """Top n levels as the exchange's strings (needs keep_raw)."""
-        bids = [self.raw_bids[p] for p, _ in self.top_bids(n)]
-        asks = [self.raw_asks[p] for p, _ in self.top_asks(n)]
+        """Top n levels as the exchange's strings (needs keep_raw). Called on every update of a
+        checksummed venue, so it reads prices off the key views without looking up sizes."""
+        if n <= 0:
+            return [], []
+        raw_bids, raw_asks = self.raw_bids, self.raw_asks
+        bids = [raw_bids[p] for p in reversed(self.bids.keys()[-n:])]
+        asks = [raw_asks[p] for p in self.asks.keys()[:n]]
         return bids, asks
 
     def truncate(self, depth: int) -> tuple[list[float], list[float]]:

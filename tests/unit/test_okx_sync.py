@@ -245,3 +245,10 @@ def test_one_connection_subscribes_books_and_trades_of_each_instrument():
     }
     assert p.ping_message == "ping" and p.ping_interval_s == 15.0 and p.keep_raw_levels
     assert plugin_for("okx", watchdog_s=4.0).ping_interval_s == 2.0
+
+
+@pytest.mark.parametrize(("n_bids", "n_asks"), [(3, 1), (1, 3), (2, 0), (0, 2), (25, 25)])
+def test_checksum_interleaves_sides_of_unequal_length_like_the_docs(n_bids, n_asks):
+    bids = [(f"{100 - i * 0.5:g}", f"{i + 1}") for i in range(n_bids)]
+    asks = [(f"{100.5 + i * 0.5:g}", f"0.{i + 1}") for i in range(n_asks)]
+    assert checksum(bids, asks) == reference_checksum(bids, asks)

@@ -61,11 +61,12 @@ def checksum(bids: list[RawLevel], asks: list[RawLevel]) -> int:
     """OKX legacy book checksum: ``bid1px:bid1sz:ask1px:ask1sz:...`` over the best 25 a side
     (a shorter side just ends), CRC32 as a signed 32-bit int."""
     parts: list[str] = []
-    for i in range(max(len(bids), len(asks))):
-        if i < len(bids):
-            parts.extend(bids[i])
-        if i < len(asks):
-            parts.extend(asks[i])
+    for bid, ask in zip(bids, asks, strict=False):
+        parts += bid
+        parts += ask
+    common = min(len(bids), len(asks))
+    for level in bids[common:] or asks[common:]:
+        parts += level
     crc = zlib.crc32(":".join(parts).encode())
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
