@@ -4,7 +4,9 @@ socket; the hub's index and snapshots; the stats payload."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -18,19 +20,48 @@ from services.gateway.state import MarketState
 
 
 class FakeWS:
+    """The parts of a websockets connection the client writer uses: ``send_context`` (whose
+    exit waits while ``block`` is clear, like flow control on a full socket), the sans-I/O
+    ``protocol`` and the ``transport``. Messages count as sent once that wait is over."""
+
     remote_address = ("127.0.0.1", 4242)
-    transport = None
 
     def __init__(self, block: bool = False) -> None:
         self.sent: list[dict[str, Any]] = []
         self.block = asyncio.Event()
         if not block:
             self.block.set()
+        self.protocol = self
+        self.transport: FakeWS | None = self
+        self._frames: list[bytes] = []
+        self._written: list[bytes] = []
+        self.writes = 0  # socket writes
 
-    async def send(self, data: bytes, text: bool = False) -> None:
-        assert text and isinstance(data, bytes)
+    @contextlib.asynccontextmanager
+    async def send_context(self) -> AsyncIterator[None]:
+        yield
         await self.block.wait()
-        self.sent.append(orjson.loads(data))
+        self.sent += [orjson.loads(f) for f in self._written]
+        self._written.clear()
+
+    def send_text(self, data: bytes) -> None:
+        assert isinstance(data, bytes)
+        self._frames.append(data)
+
+    def data_to_send(self) -> list[bytes]:
+        self._written += self._frames
+        out, self._frames = self._frames, []
+        return out
+
+    def write(self, data: bytes) -> None:
+        assert data
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        self.transport = None
 
 
 def make_hub(**settings: Any) -> Hub:
@@ -115,6 +146,28 @@ def test_interval_zero_sends_every_update_in_order():
         assert [m["bids"][0][1] for m in ups] == [1.0, 2.0, 3.0, 4.0, 5.0]
         assert all(len(m["bids"]) == 3 and m["id"] == 1 and m["ts_gw"] > 0 for m in ups)
         assert hub.stats.messages_sent == 7 and hub.stats.latency.hist.get_total_count() == 5
+
+    asyncio.run(run())
+
+
+def test_updates_that_arrive_in_one_loop_turn_go_out_in_one_socket_write():
+    async def run() -> None:
+        hub = make_hub()
+        ws = FakeWS()
+        c = hub.add(ws)  # type: ignore[arg-type]
+        subscribe(c, channel="depth", venue="binance", symbol="BTC-USDT", interval_ms=0)
+        subscribe(c, channel="depth", venue="binance", symbol="ETH-USDT", interval_ms=0)
+        await settle(c)
+        writes = ws.writes
+        for n in range(1, 4):
+            hub.on_bus("depth.binance.BTC-USDT", depth(n))
+            hub.on_bus("depth.binance.ETH-USDT", depth(10 + n, symbol="ETH-USDT"))
+        await settle(c)
+        ups = [(m["symbol"], m["bids"][0][1]) for m in ws.sent if m["type"] == "update"]
+        assert sorted(ups) == [("BTC-USDT", 1.0), ("BTC-USDT", 2.0), ("BTC-USDT", 3.0),
+                               ("ETH-USDT", 11.0), ("ETH-USDT", 12.0), ("ETH-USDT", 13.0)]  # fmt: skip
+        assert [b for s, b in ups if s == "BTC-USDT"] == [1.0, 2.0, 3.0]
+        assert ws.writes == writes + 1 and hub.stats.messages_sent == len(ws.sent)
 
     asyncio.run(run())
 
