@@ -8,10 +8,11 @@ Trades are batched, and when a subscription's backlog passes ``trades_backlog`` 
 dropped and counted, and the client gets a ``trades_dropped`` notice. A client that keeps up
 only meets a burst cap (``BURST_FACTOR``), so a burst from one bus drain reaches it whole.
 
-The writer sends control messages (replies, snapshots) first, then the due slots, one
-``ws.send`` per message. The socket's write buffer is bounded (``send_buffer_bytes``), so a
-client that stops reading blocks its own writer in ``drain`` and nothing else; the hub closes it
-(code 4000) once a send has been blocked for ``slow_client_timeout_s``.
+The writer sends control messages (replies, snapshots) first, then the due slots, the frames
+of one wake-up in one socket write (up to ``send_buffer_bytes`` at a time). The socket's write
+buffer is bounded (``send_buffer_bytes``), so a client that stops reading blocks its own writer
+in ``drain`` and nothing else; the hub closes it (code 4000) once a send has been blocked for
+``slow_client_timeout_s``.
 """
 
 from __future__ import annotations
@@ -414,59 +415,69 @@ class Client:
             out.append((sub, group[0] if len(group) == 1 else merge_trades(group)))
 
     async def run_writer(self) -> None:
-        """Sends what ``collect`` gives at each wake-up as one batch: every frame is encoded into
-        the connection's sans-I/O protocol, then written with a single ``write()``. One write per
-        frame was 14% of the gateway's CPU at 4k msgs/s (docs/bench/profile.txt), and the
-        client then also wakes once per batch instead of once per frame. websockets'
-        ``send_context`` keeps its checks (connection open, close handshake) and its flow
-        control: exiting it waits while the socket's buffer is above its high-water mark."""
+        """Sends what ``collect`` gives at each wake-up in chunks of at most
+        ``send_buffer_bytes``: each chunk's frames are encoded into the connection's sans-I/O
+        protocol and written with one ``write()`` (one write per frame was 14% of the gateway's
+        CPU at 4k msgs/s, and the client then wakes once per chunk). Leaving websockets'
+        ``send_context`` keeps its checks (connection open, close handshake) and waits while the
+        socket buffer is above ``send_buffer_bytes`` (flow control), so the buffer never holds
+        more than that plus one chunk, and ``blocked_since`` dates from the chunk that is
+        stuck."""
         ws = self.ws
-        stats = self.stats
-        latency = stats.latency
+        limit = self.settings.send_buffer_bytes
         try:
             while not self.closing:
                 await self.wake.wait()
                 self.wake.clear()
-                frames = self._encode(self.collect(time.monotonic()), stats, latency)
-                if not frames:
-                    continue
-                self.blocked_since = time.monotonic()
-                async with ws.send_context():
-                    protocol = ws.protocol
-                    for data in frames:
-                        protocol.send_text(data)
-                    out = protocol.data_to_send()
-                    ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                entries = self.collect(time.monotonic())
+                start = 0
+                while start < len(entries):
+                    self.blocked_since = time.monotonic()
+                    async with ws.send_context():
+                        start = self._write_chunk(ws, entries, start, limit)
                 self.blocked_since = None
-                self.sent += len(frames)
-                stats.messages_sent += len(frames)
-                stats.bytes_sent += sum(map(len, frames))
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("client %s: writer failed", self.peer)
             self.close(1011, "internal error")
 
-    @staticmethod
-    def _encode(entries: list[Outbound], stats: Any, latency: Any) -> list[bytes]:
-        """The JSON text of each entry, stamped ``ts_gw``; samples gateway latency."""
-        frames: list[bytes] = []
-        for entry in entries:
+    def _write_chunk(
+        self, ws: ServerConnection, entries: list[Outbound], start: int, limit: int
+    ) -> int:
+        """Encode ``entries[start:]`` until ``limit`` bytes, stamping each ``ts_gw``, write them
+        in one go; returns where the next chunk starts."""
+        stats = self.stats
+        protocol = ws.protocol
+        size = frames = 0
+        i = start
+        while i < len(entries) and size < limit:
+            entry = entries[i]
+            i += 1
             ts = time.time_ns()
             if isinstance(entry, dict):
                 entry["ts_gw"] = ts
-                frames.append(orjson.dumps(entry))
-                continue
-            sub, item = entry
-            if not sub.active:
-                continue
-            frames.append(b"".join((item.body(sub.depth), sub.id_suffix, b',"ts_gw":%d}' % ts)))
-            if item.ts_pub is not None:
-                stats.latency_tick += 1
-                if stats.latency_tick >= stats.latency_every:
-                    stats.latency_tick = 0
-                    latency.record_ns(ts - item.ts_pub)
-        return frames
+                data = orjson.dumps(entry)
+            else:
+                sub, item = entry
+                if not sub.active:
+                    continue
+                data = b"".join((item.body(sub.depth), sub.id_suffix, b',"ts_gw":%d}' % ts))
+                if item.ts_pub is not None:
+                    stats.latency_tick += 1
+                    if stats.latency_tick >= stats.latency_every:
+                        stats.latency_tick = 0
+                        stats.latency.record_ns(ts - item.ts_pub)
+            protocol.send_text(data)
+            size += len(data)
+            frames += 1
+        if frames:
+            out = protocol.data_to_send()
+            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.sent += frames
+            stats.messages_sent += frames
+            stats.bytes_sent += size
+        return i
 
     # -- closing ----------------------------------------------------------------------------------
     def close(self, code: int, reason: str) -> None:

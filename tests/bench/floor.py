@@ -115,13 +115,15 @@ def middle(in_port: int, out_port: int, priority: int) -> None:
     books = [(SortedDict(), SortedDict()) for _ in range(SYMBOLS)]
     n = n0 = 0
     cpu0 = wall0 = last = 0.0
+    marked = False
     while True:
         topic, data = sub.recv_multipart()
         msg = orjson.loads(data)
         if topic == CTL:
             if msg["op"] == "mark":
-                n0, cpu0, wall0 = n, time.process_time(), time.monotonic()
+                n0, cpu0, wall0, marked = n, time.process_time(), time.monotonic(), True
             else:
+                msg["marked"] = marked
                 msg["msgs"] = n - n0
                 msg["cpu_s"] = time.process_time() - cpu0
                 msg["wall_s"] = time.monotonic() - wall0
@@ -176,7 +178,9 @@ def sink(port: int, priority: int, record: bool) -> None:
                 continue
             report = {
                 "received": received,
-                "middle": {k: msg[k] for k in ("msgs", "cpu_s", "wall_s", "busy_s", "scheduling")},
+                "middle": {
+                    k: msg[k] for k in ("msgs", "cpu_s", "wall_s", "busy_s", "scheduling", "marked")
+                },
                 "latency_us": hist.summary() if record and received else None,
             }
             print(orjson.dumps(report).decode(), flush=True)
@@ -222,6 +226,8 @@ def run_chain(rate: float, warmup: float, duration: float, priority: int) -> dic
                 p.kill()
             p.wait()
     mid = rep["middle"]
+    if not mid["marked"] or (rate > 0 and not rep["received"]):
+        raise RuntimeError(f"bare chain at {rate:g} msgs/s: the measuring window was missed")
     wall = max(mid["wall_s"], 1e-9)
     return {
         "target_msgs_s": int(rate) if rate > 0 else None,

@@ -930,8 +930,8 @@ class Bench:
             self.results["floor"] = floor.run_floor(
                 a.step_list, a.warmup, a.duration, a.realtime_priority, log
             )
-        except (RuntimeError, OSError) as exc:
-            log(f"phase_floor failed: {exc}")
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:  # ValueError: bad JSON
+            log(f"phase_floor failed: {exc!r}")
             self.results.setdefault("errors", []).append(f"phase_floor: {exc}")
 
     def shutdown(self) -> None:

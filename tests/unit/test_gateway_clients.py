@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 from typing import Any
 
 import orjson
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from services.gateway.clients import Client, Item, outgoing
 from services.gateway.hub import Hub
@@ -379,5 +383,48 @@ def test_a_burst_to_a_client_that_keeps_up_is_not_thinned():
         assert bids == list(range(1, 41))
         trades = [t for m in ws.sent if m["channel"] == "trades" for t in m.get("trades", [])]
         assert len(trades) == 80 and hub.stats.dropped == 0 and hub.stats.trades_dropped == 0
+
+    asyncio.run(run())
+
+
+def test_a_client_that_stops_reading_holds_at_most_two_buffers_in_the_real_socket():
+    """A real websockets server and client on loopback, with small kernel socket buffers: the
+    client stops reading (its library's queue holds one message, then TCP pushes back). However
+    many updates the writer has collected, the server's socket buffer stays within
+    ``send_buffer_bytes`` plus one chunk of at most that, and the writer shows as blocked."""
+
+    async def run() -> None:
+        limit = 16_384
+        hub = make_hub(send_buffer_bytes=limit, queue_per_topic=10_000)
+        served: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws: ServerConnection) -> None:
+            ws.transport.get_extra_info("socket").setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
+            client = hub.add(ws)
+            served.set_result(client)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(client.writer)  # type: ignore[arg-type]
+
+        async with serve(handler, "127.0.0.1", 0, write_limit=limit, compression=None) as server:
+            sock = socket.socket()
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
+            sock.connect(server.sockets[0].getsockname())
+            sock.setblocking(False)
+            peer = await connect("ws://gateway/ws", sock=sock, max_queue=1, close_timeout=1)
+            c = await asyncio.wait_for(served, 10)
+            subscribe(
+                c, channel="depth", venue="binance", symbol="BTC-USDT", depth=50, interval_ms=0
+            )
+            most = 0
+            for n in range(1, 2001):  # ~1.6 kB each, 400 (~640 kB) per loop turn
+                hub.on_bus("depth.binance.BTC-USDT", depth(n))
+                if n % 400 == 0:
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                        most = max(most, c.ws.transport.get_write_buffer_size())
+            assert c.blocked_since is not None  # stuck in a drain, not finished
+            assert limit < most <= 2 * limit + 4096, most
+            c.detach()
+            peer.transport.abort()
 
     asyncio.run(run())
