@@ -102,12 +102,17 @@ def source(port: int, rate: float, warmup: float, duration: float, priority: int
     ctx.destroy(0)
 
 
-def middle(in_port: int, out_port: int, priority: int) -> None:
-    ctx = zmq.Context()
+def _subscriber(ctx: zmq.Context, port: int) -> zmq.Socket:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 100_000)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(f"tcp://127.0.0.1:{in_port}")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    return sub
+
+
+def middle(in_port: int, out_port: int, priority: int) -> None:
+    ctx = zmq.Context()
+    sub = _subscriber(ctx, in_port)
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.bind(f"tcp://127.0.0.1:{out_port}")
@@ -159,10 +164,7 @@ def middle(in_port: int, out_port: int, priority: int) -> None:
 
 def sink(port: int, priority: int, record: bool) -> None:
     ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, 100_000)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub = _subscriber(ctx, port)
     _realtime(priority)
     print("ready", flush=True)
     hist = LatencyHistogram(3)
