@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -13,8 +14,10 @@ from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from services.gateway.clients import Client, Item, outgoing
 from services.gateway.hub import Hub
@@ -26,7 +29,8 @@ from services.gateway.state import MarketState
 class FakeWS:
     """The parts of a websockets connection the client writer uses: ``send_context`` (whose
     exit waits while ``block`` is clear, like flow control on a full socket), the sans-I/O
-    ``protocol`` and the ``transport``. Messages count as sent once that wait is over."""
+    ``protocol`` (a frame here is the message and a newline) and the ``transport``. What was
+    written counts as sent once that wait is over."""
 
     remote_address = ("127.0.0.1", 4242)
 
@@ -49,17 +53,17 @@ class FakeWS:
         self._written.clear()
 
     def send_text(self, data: bytes) -> None:
-        assert isinstance(data, bytes)
-        self._frames.append(data)
+        assert isinstance(data, bytes) and b"\n" not in data
+        self._frames.append(data + b"\n")
 
     def data_to_send(self) -> list[bytes]:
-        self._written += self._frames
         out, self._frames = self._frames, []
         return out
 
     def write(self, data: bytes) -> None:
-        assert data
+        assert data.endswith(b"\n")
         self.writes += 1
+        self._written += data.splitlines()
 
     def is_closing(self) -> bool:
         return False
@@ -172,6 +176,55 @@ def test_updates_that_arrive_in_one_loop_turn_go_out_in_one_socket_write():
                                ("ETH-USDT", 11.0), ("ETH-USDT", 12.0), ("ETH-USDT", 13.0)]  # fmt: skip
         assert [b for s, b in ups if s == "BTC-USDT"] == [1.0, 2.0, 3.0]
         assert ws.writes == writes + 1 and hub.stats.messages_sent == len(ws.sent)
+
+    asyncio.run(run())
+
+
+def test_a_burst_larger_than_the_send_buffer_goes_out_in_chunks_in_order():
+    async def run() -> None:
+        hub = make_hub(send_buffer_bytes=2000)  # ~3 depth-50 updates per chunk
+        ws = FakeWS()
+        c = hub.add(ws)  # type: ignore[arg-type]
+        subscribe(c, channel="depth", venue="binance", symbol="BTC-USDT", depth=50, interval_ms=0)
+        subscribe(c, channel="bbo", venue="binance", symbol="BTC-USDT", id=2)
+        await settle(c)
+        writes = ws.writes
+        for n in range(1, 41):
+            hub.on_bus("depth.binance.BTC-USDT", depth(n))
+        await settle(c)
+        ups = [m["bids"][0][1] for m in ws.sent if m["type"] == "update"]
+        assert ups == [float(n) for n in range(1, 41)]  # each once, in order
+        assert ws.writes - writes >= 10  # several chunks, not one write
+        assert hub.stats.messages_sent == c.sent == len(ws.sent)
+
+    asyncio.run(run())
+
+
+def test_a_message_that_cannot_be_encoded_closes_the_client_with_1011():
+    """On a real connection: orjson refuses to encode past 254 nested levels; the client is
+    closed with 1011 and a reason, not dropped."""
+
+    async def run() -> None:
+        hub = make_hub()
+        served: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws: ServerConnection) -> None:
+            client = hub.add(ws)
+            served.set_result(client)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(client.writer)  # type: ignore[arg-type]
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}", close_timeout=5) as peer:
+                c = await asyncio.wait_for(served, 10)
+                c.push(
+                    {"type": "error", "deep": functools.reduce(lambda x, _: [x], range(300), [])}
+                )
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(peer.recv(), 10)
+                assert peer.close_code == 1011 and peer.close_reason == "internal error"
 
     asyncio.run(run())
 
@@ -412,19 +465,21 @@ def test_a_client_that_stops_reading_holds_at_most_two_buffers_in_the_real_socke
             sock.setblocking(False)
             peer = await connect("ws://gateway/ws", sock=sock, max_queue=1, close_timeout=1)
             c = await asyncio.wait_for(served, 10)
-            subscribe(
-                c, channel="depth", venue="binance", symbol="BTC-USDT", depth=50, interval_ms=0
-            )
-            most = 0
-            for n in range(1, 2001):  # ~1.6 kB each, 400 (~640 kB) per loop turn
-                hub.on_bus("depth.binance.BTC-USDT", depth(n))
-                if n % 400 == 0:
-                    for _ in range(5):
-                        await asyncio.sleep(0)
-                        most = max(most, c.ws.transport.get_write_buffer_size())
-            assert c.blocked_since is not None  # stuck in a drain, not finished
-            assert limit < most <= 2 * limit + 4096, most
-            c.detach()
-            peer.transport.abort()
+            try:
+                subscribe(
+                    c, channel="depth", venue="binance", symbol="BTC-USDT", depth=50, interval_ms=0
+                )
+                most = 0
+                for n in range(1, 2001):  # ~1.6 kB each, 400 (~640 kB) per loop turn
+                    hub.on_bus("depth.binance.BTC-USDT", depth(n))
+                    if n % 400 == 0:
+                        for _ in range(5):
+                            await asyncio.sleep(0)
+                            most = max(most, c.ws.transport.get_write_buffer_size())
+                assert c.blocked_since is not None  # stuck in a drain, not finished
+                assert limit < most <= 2 * limit + 4096, most
+            finally:
+                c.detach()
+                peer.transport.abort()
 
     asyncio.run(run())
