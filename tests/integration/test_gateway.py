@@ -441,6 +441,9 @@ def test_metrics(env):
     env.book.publish("depth.binance.BTC-USDT", depth_msg("binance", "BTC-USDT"))
     with clients(env) as (c,):
         c.request({"op": "subscribe", "channel": "depth", "venue": "binance", "symbol": "BTC-USDT", "interval_ms": 0})  # fmt: skip
+        # the snapshot first: an update published before the gateway follows the topic would
+        # become that snapshot, and the loop below would wait for it as an update
+        c.expect(is_("snapshot", channel="depth"))
         c.request({"op": "fly"})
         for i in range(3):
             env.book.publish("depth.binance.BTC-USDT", depth_msg("binance", "BTC-USDT", 100 + i))
