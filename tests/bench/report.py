@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,26 @@ def target_lines(results: dict[str, Any]) -> list[str]:
     return ["| target | wanted | measured | |", "|---|---|---|---|", *rows]
 
 
+def _is_ingest(name: str) -> bool:
+    return name.startswith("ingest:")
+
+
+def _is_book(name: str) -> bool:
+    return name == "book"
+
+
+def _is_ingest_or_book(name: str) -> bool:
+    return _is_ingest(name) or _is_book(name)
+
+
+def cpu_us_per_msg(step: dict[str, Any], pick: Callable[[str], bool]) -> float | None:
+    """CPU µs per delivered message of the step's processes whose name ``pick`` accepts."""
+    frames = step["delivered_msgs_s"] * step["duration_s"]
+    if not frames:
+        return None
+    return 1e6 * sum(p["cpu_s"] for k, p in step["processes"].items() if pick(k)) / frames
+
+
 def floor_lines(results: dict[str, Any]) -> list[str]:
     """The bare chain next to flowbook's end to end, step by step."""
     fl = results["floor"]
@@ -383,11 +404,8 @@ def floor_lines(results: dict[str, Any]) -> list[str]:
         ratio = (
             f"{_p(e, 'p50') / lat['p50']:.1f}x" if e and e.get("count") and lat.get("p50") else "-"
         )
-        book_cpu = "-"
-        if step and step.get("delivered_msgs_s"):
-            b = step["processes"].get("book", {})
-            n = step["delivered_msgs_s"] * step["duration_s"]
-            book_cpu = f"{1e6 * b.get('cpu_s', 0) / n:.0f}" if n else "-"
+        book_us = cpu_us_per_msg(step, _is_book) if step else None
+        book_cpu = f"{book_us:.0f}" if book_us is not None else "-"
         out.append(
             f"| {f['target_msgs_s']:,} | {_us(lat.get('p50'))} / {_us(lat.get('p99'))} |"
             f" {_us(_p(e, 'p50'))} / {_us(_p(e, 'p99'))} | {ratio} |"
@@ -425,11 +443,8 @@ def compare_ratio(comp: dict[str, Any]) -> dict[str, Any] | None:
     fr = f["latency_us"].get("recv_to_book") or {}
     cb = c["latency_us"].get("book") or {}
     venues = comp["venues"]
-    ingest_cpu = sum(p["cpu_s"] for k, p in f["processes"].items() if k.startswith("ingest:"))
-    book_cpu = f["processes"].get("book", {}).get("cpu_s", 0.0)
-    frames = f["delivered_msgs_s"] * f["duration_s"]
-    fb_ingest_us = 1e6 * ingest_cpu / frames if frames else None
-    fb_book_us = 1e6 * (ingest_cpu + book_cpu) / frames if frames else None
+    fb_ingest_us = cpu_us_per_msg(f, _is_ingest)
+    fb_book_us = cpu_us_per_msg(f, _is_ingest_or_book)
     cf_us = c.get("cpu_us_per_msg")
     fb_marg = marginal_cpu_us(comp.get("flowbook", []), lambda k: k.startswith("ingest:"))
     cf_marg = marginal_cpu_us(comp.get("cryptofeed", []), lambda k: k == "cryptofeed")
@@ -506,11 +521,10 @@ def compare_lines(comp: dict[str, Any]) -> list[str]:
         t = f["target_msgs_s"]
         c = cf.get(t)
         lat = f["latency_us"]
-        ingest_cpu = sum(p["cpu_s"] for k, p in f["processes"].items() if k.startswith("ingest:"))
-        book_cpu = f["processes"].get("book", {}).get("cpu_s", 0.0)
-        frames = f["delivered_msgs_s"] * f["duration_s"]
-        fi = f"{1e6 * ingest_cpu / frames:.0f}" if frames else "-"
-        fib = f"{1e6 * (ingest_cpu + book_cpu) / frames:.0f}" if frames else "-"
+        ingest_us = cpu_us_per_msg(f, _is_ingest)
+        both_us = cpu_us_per_msg(f, _is_ingest_or_book)
+        fi = f"{ingest_us:.0f}" if ingest_us is not None else "-"
+        fib = f"{both_us:.0f}" if both_us is not None else "-"
 
         def pair(x: dict[str, Any] | None) -> str:
             return f"{_us(_p(x, 'p50'))} / {_us(_p(x, 'p99'))}"
