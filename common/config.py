@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FLOWBOOK_"
+TABLES = ("book", "gateway", "scheduling", "simulator", "venues")
+BOOK_KEYS = frozenset(
+    {"pub", "control", "depth", "depth_interval_ms", "stale_after_s", "quote_groups"}
+    | {"keep_levels", "reference"}  # read by the book builder (services/book/app.py)
+)
+VENUE_KEYS = frozenset(
+    {"enabled", "plugin", "pub", "control", "ws_url", "rest_url", "bases", "quote"}
+    | {"sim_port", "record_dir", "symbols_off", "watchdog_s"}
+)
 REALTIME_SERVICES = ("ingest", "book", "gateway")
 MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "demo.toml"
@@ -37,6 +46,7 @@ class VenueConfig:
     enabled: bool = True
     sim_port: int | None = None
     record_dir: str | None = None
+    #: the plugin's own keys (checked against ``VenuePlugin.options`` when the plugin loads)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,20 +144,22 @@ def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
     bases = _take(table, "bases", list, where)
     if not bases or not all(isinstance(b, str) and b for b in bases):
         raise ConfigError(f"{where}: 'bases' must be a non-empty list of asset codes")
-    off = set(_take(table, "symbols_off", list, where, []))
-    known = {
-        "enabled",
-        "plugin",
-        "pub",
-        "control",
-        "ws_url",
-        "rest_url",
-        "bases",
-        "quote",
-        "sim_port",
-        "record_dir",
-        "symbols_off",
-    }
+    quote = _take(table, "quote", str, where).upper()
+    bases = [b.upper() for b in bases]
+    off = _take(table, "symbols_off", list, where, [])
+    if not all(isinstance(o, str) for o in off):
+        raise ConfigError(f"{where}: 'symbols_off' must be a list of strings")
+    off_bases = set()
+    for entry in off:
+        base = entry.upper().split("-")[0]  # "DOGE" or "DOGE-USD"
+        if base not in bases:
+            raise ConfigError(
+                f"{where}: symbols_off names {entry!r}, which is not among bases {bases}"
+            )
+        off_bases.add(base)
+    watchdog = _take(table, "watchdog_s", float, where, None)
+    if watchdog is not None and watchdog <= 0:
+        raise ConfigError(f"{where}: 'watchdog_s' must be > 0, got {watchdog}")
     return VenueConfig(
         name=name,
         plugin=_take(table, "plugin", str, where, name),
@@ -155,13 +167,32 @@ def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
         control=_endpoint(table, "control", where),
         ws_url=_take(table, "ws_url", str, where),
         rest_url=_take(table, "rest_url", str, where, ""),
-        bases=tuple(b.upper() for b in bases if b.upper() not in off),
-        quote=_take(table, "quote", str, where).upper(),
+        bases=tuple(b for b in bases if b not in off_bases),
+        quote=quote,
         enabled=_take(table, "enabled", bool, where, True),
         sim_port=_take(table, "sim_port", int, where, None),
         record_dir=_take(table, "record_dir", str, where, None),
-        options={k: v for k, v in table.items() if k not in known},
+        options={k: v for k, v in table.items() if k not in VENUE_KEYS - {"watchdog_s"}},
     )
+
+
+def _quote_groups(value: list[Any], where: str) -> tuple[tuple[str, ...], ...]:
+    if not all(isinstance(g, list) and g and all(isinstance(q, str) for q in g) for g in value):
+        raise ConfigError(
+            f"{where}: 'quote_groups' must be a list of lists of quote codes, "
+            f'like [["USD", "USDT", "USDC"]], got {value!r}'
+        )
+    return tuple(tuple(q.upper() for q in g) for g in value)
+
+
+def _unknown_keys(
+    table: dict[str, Any], known: frozenset[str] | tuple[str, ...], where: str
+) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def load(
@@ -177,8 +208,13 @@ def load(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     apply_env_overrides(data, environ)
+    _unknown_keys(data, TABLES, f"{path}: top level")
+    for name in TABLES:
+        if not isinstance(data.get(name, {}), dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
     book_t = data.get("book", {})
     where = f"{path} [book]"
+    _unknown_keys(book_t, BOOK_KEYS, where)
     groups = _take(book_t, "quote_groups", list, where, [["USD", "USDT", "USDC"]])
     book = BookConfig(
         pub=_endpoint(book_t, "pub", where),
@@ -186,11 +222,13 @@ def load(
         depth=_take(book_t, "depth", int, where, 50),
         depth_interval_ms=_take(book_t, "depth_interval_ms", int, where, 50),
         stale_after_s=_take(book_t, "stale_after_s", float, where, 3.0),
-        quote_groups=tuple(tuple(q.upper() for q in g) for g in groups),
+        quote_groups=_quote_groups(groups, where),
         options=book_t,
     )
     if book.depth < 1 or book.depth_interval_ms < 0:
         raise ConfigError(f"{where}: depth must be >= 1 and depth_interval_ms >= 0")
+    if book.stale_after_s <= 0:
+        raise ConfigError(f"{where}: stale_after_s must be > 0, got {book.stale_after_s}")
     gw_t = data.get("gateway", {})
     gateway = GatewayConfig(
         host=_take(gw_t, "host", str, f"{path} [gateway]", "127.0.0.1"),
@@ -198,8 +236,6 @@ def load(
         options=gw_t,
     )
     venues_t = data.get("venues", {})
-    if not isinstance(venues_t, dict):
-        raise ConfigError(f"{path}: [venues] must be a table of venue tables")
     venues = {name: _venue(name, t, path) for name, t in venues_t.items()}
     endpoints: dict[str, str] = {book.pub: "book.pub", book.control: "book.control"}
     for v in venues.values():
@@ -221,9 +257,7 @@ def _realtime(data: dict[str, Any], path: Path) -> tuple[int, tuple[str, ...]]:
     where = f"{path} [scheduling]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(table) - {"realtime_priority", "realtime_services"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    _unknown_keys(table, ("realtime_priority", "realtime_services"), where)
     prio = _take(table, "realtime_priority", int, where, 0)
     if not 0 <= prio <= MAX_REALTIME_PRIORITY:
         raise ConfigError(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from common.config import Config, ConfigError, load
+from services.ingest.runner import load_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -88,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.supervise")
     ap.add_argument("action", choices=["demo", "run", "write"])
     ap.add_argument(
-        "--config", help="default: deploy/demo.toml for demo, deploy/flowbook.toml for run"
+        "--config",
+        help="default: $FLOWBOOK_CONFIG, else deploy/demo.toml for demo, deploy/flowbook.toml for run",
     )
     ap.add_argument("--run-dir", default=str(ROOT / "run"))
     args = ap.parse_args(argv)
     default = DEPLOY / ("flowbook.toml" if args.action == "run" else "demo.toml")
     try:
-        cfg = load(args.config or default)
-    except ConfigError as exc:
+        cfg = load(args.config or os.environ.get("FLOWBOOK_CONFIG") or default)
+        for venue in cfg.enabled_venues():
+            load_plugin(venue)  # its own keys are checked now, not after 100 restarts
+    except (ConfigError, ModuleNotFoundError) as exc:
         print(f"flowbook: {exc}", file=sys.stderr)
         return 2
     path = write(cfg, Path(args.run_dir))

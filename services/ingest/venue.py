@@ -8,15 +8,23 @@ Subclass ``VenuePlugin`` in ``services/ingest/venues/<name>.py`` and set ``PLUGI
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Any, Literal
 
 from common.book import OrderBook
-from common.config import VenueConfig
+from common.config import ConfigError, VenueConfig
 from common.model import BookUpdate, ConnectionSpec, Event, HttpRequest, Instrument
 
 
 class ParseError(ValueError):
     """A frame the plugin cannot read; the runner logs it with the venue, counts it, skips it."""
+
+
+def ms_to_ns(ms: Any) -> int:
+    """An exchange's integer milliseconds as nanoseconds; anything else is a ParseError (a
+    string times 10**6 would be a 13 MB string, not an error)."""
+    if type(ms) is not int:
+        raise ParseError(f"timestamp {ms!r} is not integer milliseconds")
+    return ms * 1_000_000
 
 
 class Verdict(enum.Enum):
@@ -52,12 +60,37 @@ class VenuePlugin(FrameParser):
     max_frame_bytes: int = 16 * 1024 * 1024
     #: token-bucket budget of REST weight per minute
     rest_weight_per_minute: int = 1200
+    #: the keys of its ``[venues.<name>]`` table the plugin reads, besides the common ones
+    options: frozenset[str] = frozenset()
 
     def __init__(self, cfg: VenueConfig) -> None:
         self.cfg = cfg
         self.venue = cfg.name
-        if "watchdog_s" in cfg.options:  # e.g. a short one in tests
-            self.watchdog_s = float(cfg.options["watchdog_s"])
+        unknown = sorted(set(cfg.options) - self.options - {"watchdog_s"})
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ConfigError(
+                f"[venues.{cfg.name}]: unknown key(s) {', '.join(unknown)} "
+                f"(the {cfg.plugin} plugin's own keys: {known})"
+            )
+        self.watchdog_s = self.option("watchdog_s", float, self.watchdog_s)
+
+    def option(self, key: str, kind: type, default: Any, minimum: float | None = 0) -> Any:
+        """``cfg.options[key]`` as ``kind`` (default if absent), or a ConfigError naming it."""
+        if key not in self.cfg.options:
+            return default
+        value = self.cfg.options[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and minimum is not None and kind in (int, float) and value <= minimum:
+            ok = False
+        if not ok:
+            bound = f" > {minimum}" if minimum is not None and kind in (int, float) else ""
+            raise ConfigError(
+                f"[venues.{self.venue}] {key} must be {kind.__name__}{bound}, got {value!r}"
+            )
+        return value
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata_requests(self) -> list[HttpRequest]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -27,7 +28,11 @@ log = logging.getLogger("simulator")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m services.simulator", description=__doc__)
-    p.add_argument("--config", default="deploy/demo.toml", help="TOML file (default: %(default)s)")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("FLOWBOOK_CONFIG", "deploy/demo.toml"),
+        help="TOML file (default: $FLOWBOOK_CONFIG, else deploy/demo.toml)",
+    )
     p.add_argument("--venues", help="comma-separated venues to serve (default: all enabled)")
     p.add_argument("--control-port", type=int, help="override [simulator] control_port (0: any)")
     p.add_argument("--rate", type=float, help="override [simulator] rate (updates/s per venue)")

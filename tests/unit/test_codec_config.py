@@ -58,3 +58,56 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"already used by book\.pub"):
         load(bad, environ={})
+
+
+BOOK = '[book]\npub = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+VENUE = (
+    '[venues.kraken]\nbases = ["BTC", "DOGE"]\nquote = "USD"\nws_url = "ws://x"\n'
+    'pub = "tcp://127.0.0.1:3"\ncontrol = "tcp://127.0.0.1:4"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (BOOK + "stale_after = 10\n" + VENUE, r"\[book\]: unknown key\(s\) stale_after"),
+        (BOOK + "[gatway]\nport = 1\n" + VENUE, r"top level: unknown key\(s\) gatway"),
+        (BOOK + 'quote_groups = ["USD", "USDT"]\n' + VENUE, "list of lists of quote codes"),
+        (BOOK + "quote_groups = [[1]]\n" + VENUE, "list of lists of quote codes"),
+        (BOOK + "stale_after_s = -1\n" + VENUE, "stale_after_s must be > 0"),
+        (BOOK + VENUE + 'symbols_off = ["ETH"]\n', "symbols_off names 'ETH'"),
+        (BOOK + VENUE + "watchdog_s = 0\n", "'watchdog_s' must be > 0"),
+        ("gateway = 3\n" + BOOK + VENUE, r"\[gateway\] must be a table"),
+    ],
+)
+def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, text, error):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load(path, environ={})
+
+
+def test_symbols_off_takes_bases_or_symbols_in_any_case(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(BOOK + VENUE + 'symbols_off = ["doge-usd"]\n')
+    assert load(path, environ={}).venues["kraken"].bases == ("BTC",)
+    path.write_text(BOOK + VENUE + 'symbols_off = ["doge"]\n')
+    assert load(path, environ={}).venues["kraken"].bases == ("BTC",)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ("enable = false\n", r"unknown key\(s\) enable \(the kraken plugin's own keys: depth\)"),
+        ("depth = 30\n", r"depth must be one of"),
+        ('depth = "x"\n', r"depth must be int"),
+    ],
+)
+def test_plugin_keys_are_checked_when_the_plugin_loads(tmp_path, extra, error):
+    from services.ingest.runner import load_plugin
+
+    path = tmp_path / "c.toml"
+    path.write_text(BOOK + VENUE + extra)
+    cfg = load(path, environ={})
+    with pytest.raises(ConfigError, match=error):
+        load_plugin(cfg.venues["kraken"])

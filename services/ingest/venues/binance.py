@@ -30,7 +30,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import ParseError, VenuePlugin, Verdict
+from services.ingest.venue import ParseError, VenuePlugin, Verdict, ms_to_ns
 
 STREAMS_PER_CONNECTION = 400  # the venue allows 1024
 
@@ -51,10 +51,11 @@ class BinanceSpot(VenuePlugin):
     depth_path = "/api/v3/depth"
     depth_stream = "depth@100ms"
     trade_stream = "trade"
+    options = frozenset({"snapshot_limit"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.snapshot_limit = int(cfg.options.get("snapshot_limit", 1000))
+        self.snapshot_limit = self.option("snapshot_limit", int, 1000)
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata_requests(self) -> list[HttpRequest]:
@@ -145,7 +146,7 @@ class BinanceSpot(VenuePlugin):
                 first_id=d["U"],
                 last_id=d["u"],
                 prev_id=d.get("pu"),
-                ts_exch=d["E"] * 1_000_000,
+                ts_exch=ms_to_ns(d["E"]),
             )
         ]
 
@@ -156,7 +157,7 @@ class BinanceSpot(VenuePlugin):
             size=float(d["q"]),
             side="sell" if d["m"] else "buy",
             trade_id=str(d["t"]),
-            ts_exch=d["T"] * 1_000_000,
+            ts_exch=ms_to_ns(d["T"]),
         )
         return [TradeBatch([trade])]
 

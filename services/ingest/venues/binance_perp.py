@@ -29,7 +29,7 @@ from typing import Any
 
 from common.config import ConfigError
 from common.model import BookUpdate, ConnectionSpec, Event, Instrument, Trade, TradeBatch
-from services.ingest.venue import ParseError, Verdict
+from services.ingest.venue import ParseError, Verdict, ms_to_ns
 from services.ingest.venues.binance import BinanceSpot
 
 FAPI_DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
@@ -41,12 +41,13 @@ class BinancePerp(BinanceSpot):
     depth_path = "/fapi/v1/depth"
     trade_stream = "aggTrade"
     rest_weight_per_minute = 1200  # half the venue's 2,400/min
+    options = frozenset({"snapshot_limit", "trade_ws_url"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         if self.snapshot_limit not in FAPI_DEPTH_LIMITS:
             raise ConfigError(f"{self.venue}: snapshot_limit must be one of {FAPI_DEPTH_LIMITS}")
-        self.trade_ws_url: str | None = cfg.options.get("trade_ws_url")
+        self.trade_ws_url: str | None = self.option("trade_ws_url", str, None)
 
     def _is_wanted(self, sym: dict[str, Any]) -> bool:
         return sym.get("contractType") == "PERPETUAL" and super()._is_wanted(sym)
@@ -77,7 +78,7 @@ class BinancePerp(BinanceSpot):
             size=float(d["q"]),
             side="sell" if d["m"] else "buy",
             trade_id=str(d["a"]),
-            ts_exch=d["T"] * 1_000_000,
+            ts_exch=ms_to_ns(d["T"]),
         )
         return [TradeBatch([trade])]
 

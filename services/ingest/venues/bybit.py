@@ -43,7 +43,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import FrameParser, ParseError, VenuePlugin, Verdict
+from services.ingest.venue import FrameParser, ParseError, VenuePlugin, Verdict, ms_to_ns
 
 INFO_PATH = "/v5/market/instruments-info"
 CATEGORIES = ("spot", "linear")
@@ -114,7 +114,7 @@ class BybitParser(FrameParser):
                 bids=_levels(data["b"]),
                 asks=_levels(data["a"]),
                 last_id=u,
-                ts_exch=msg["ts"] * 1_000_000,
+                ts_exch=ms_to_ns(msg["ts"]),
             )
         ]
 
@@ -126,7 +126,7 @@ class BybitParser(FrameParser):
                 size=float(t["v"]),
                 side=SIDES[t["S"]],
                 trade_id=str(t["i"]),
-                ts_exch=t["T"] * 1_000_000,
+                ts_exch=ms_to_ns(t["T"]),
             )
             for t in msg["data"]
         ]
@@ -141,18 +141,18 @@ class Bybit(VenuePlugin):
     ping_message = '{"req_id":"flowbook","op":"ping"}'
     watchdog_s = 30.0
     rest_weight_per_minute = 600  # the venue allows 600 requests per 5 s per IP
+    options = frozenset({"categories", "depth", "page_limit", "ping_interval_s"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        opts = cfg.options
-        self.categories = tuple(opts.get("categories", CATEGORIES))
+        self.categories = tuple(self.option("categories", list, list(CATEGORIES)))
         unknown = set(self.categories) - set(CATEGORIES)
         if unknown or not self.categories:
             bad = sorted(unknown) or "none"
             raise ConfigError(f"[venues.{self.venue}] categories must be among {CATEGORIES}: {bad}")
-        self.depth = int(opts.get("depth", 50))
-        self.page_limit = int(opts.get("page_limit", 1000))
-        self.ping_interval_s = float(opts.get("ping_interval_s", self.ping_interval_s))
+        self.depth = self.option("depth", int, 50)
+        self.page_limit = self.option("page_limit", int, 1000)
+        self.ping_interval_s = self.option("ping_interval_s", float, self.ping_interval_s)
         self.ws_url = cfg.ws_url.rstrip("/")
 
     # -- metadata ---------------------------------------------------------------------------

@@ -89,11 +89,12 @@ class CoinbaseAdvanced(VenuePlugin):
     max_frame_bytes = 16 * 1024 * 1024  # full-book snapshots: 5 MB for BTC-USD in 2026
     rest_weight_per_minute = 300  # public REST: 10 requests/s per IP; we need one call
     products_path = "/api/v3/brokerage/market/products"
+    options = frozenset({"products_per_connection", "max_frame_bytes"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.per_connection = int(cfg.options.get("products_per_connection", 10))
-        self.max_frame_bytes = int(cfg.options.get("max_frame_bytes", self.max_frame_bytes))
+        self.per_connection = self.option("products_per_connection", int, 10)
+        self.max_frame_bytes = self.option("max_frame_bytes", int, self.max_frame_bytes)
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata_requests(self) -> list[HttpRequest]:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from common.book import OrderBook
+from common.config import ConfigError
 from common.model import (
     BookUpdate,
     ConnectionSpec,
@@ -87,12 +88,13 @@ class KrakenSpot(VenuePlugin):
     ping_message = '{"method":"ping"}'
     rest_weight_per_minute = 60  # public REST: about one call a second
     pairs_path = "/0/public/AssetPairs"
+    options = frozenset({"depth"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        depth = int(cfg.options.get("depth", 25))
+        depth = self.option("depth", int, 25)
         if depth not in DEPTHS:
-            raise ValueError(f"{cfg.name}: book depth must be one of {DEPTHS}, not {depth}")
+            raise ConfigError(f"[venues.{cfg.name}] depth must be one of {DEPTHS}, not {depth}")
         self.book_depth = depth
         self.precision: dict[str, tuple[int, int]] = {}  # v2 symbol -> (price, qty) decimals
 
