@@ -282,6 +282,8 @@ class IngestRunner:
             self.latency.record_ns(time.time_ns() - ts_recv)
             return
         log.warning("%s %s: %s (%s): resync", self.venue, inst.symbol, action.kind, action.reason)
+        if action.kind == "malformed":
+            self.parse_errors += 1
         self._publish_state(sync, action.kind, ts_recv)
         if sync.rest_mode:
             if self._conns.get(inst.native) is not None:

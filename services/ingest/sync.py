@@ -31,7 +31,7 @@ class Resync:
     """The book is unusable: tell consumers, then get a fresh snapshot (REST or resubscribe)."""
 
     reason: str
-    kind: str  # "gap", "checksum", "crossed", "buffer", "stale_snapshot"
+    kind: str  # "gap", "checksum", "crossed", "buffer", "stale_snapshot", "malformed"
 
 
 @dataclass(slots=True)
@@ -43,6 +43,7 @@ class SyncCounters:
     snapshots: int = 0
     skipped: int = 0
     stale_snapshots: int = 0
+    malformed: int = 0
 
 
 class InstrumentSync:
@@ -71,6 +72,15 @@ class InstrumentSync:
         self.first_after_snapshot = False
 
     def on_update(self, upd: BookUpdate) -> Publish | Resync | None:
+        """What to do after ``upd``. An update whose levels or ids cannot be applied (a price
+        that is not a number, a string id) leaves the book half-changed: it is reset and
+        resynced (kind ``malformed``), never published, never raised to the runner."""
+        try:
+            return self._on_update(upd)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            return self._fail("malformed", f"update not applicable ({type(exc).__name__}: {exc})")
+
+    def _on_update(self, upd: BookUpdate) -> Publish | Resync | None:
         if upd.is_snapshot:
             return self._on_snapshot(upd)
         if self.state != "live":
@@ -85,7 +95,9 @@ class InstrumentSync:
             self.counters.skipped += 1
             return None
         if verdict is Verdict.GAP:
-            return self._fail("stale_snapshot" if first else "gap", self._gap_text(upd))
+            if first:
+                return self._snapshot_too_old(upd, [upd])
+            return self._fail("gap", self._gap_text(upd))
         self.first_after_snapshot = False
         return self._apply(upd, Publish(False))
 
@@ -99,14 +111,15 @@ class InstrumentSync:
         if self.rest_mode:
             buffered, self.buffer = self.buffer, []
             first = self.first_after_snapshot = True
-            for upd in buffered:
+            for i, upd in enumerate(buffered):
                 verdict = self.plugin.check_delta(self.last_id, upd, first)
                 if verdict is Verdict.SKIP:
                     self.counters.skipped += 1
                     continue
                 if verdict is Verdict.GAP:
-                    kind = "stale_snapshot" if first else "gap"
-                    return self._fail(kind, self._gap_text(upd))
+                    if first:
+                        return self._snapshot_too_old(upd, buffered[i:])
+                    return self._fail("gap", self._gap_text(upd))
                 first = self.first_after_snapshot = False
                 self.book.apply_raw(upd.bids, upd.asks)
                 self.last_id = self.plugin.next_id(self.last_id, upd)
@@ -144,6 +157,14 @@ class InstrumentSync:
             return self._fail("crossed", f"book crossed: bid {bid} >= ask {ask}")
         return None
 
+    def _snapshot_too_old(self, upd: BookUpdate, pending: list[BookUpdate]) -> Resync:
+        """The REST snapshot ends before the first diff that follows it: fetch another and keep
+        buffering (exchanges.md 1.3 step 3). The diffs from ``upd`` on are kept, so a snapshot
+        that lags the stream by a steady delay still finds its place in the buffer."""
+        resync = self._fail("stale_snapshot", self._gap_text(upd))
+        self.buffer = pending
+        return resync
+
     def _fail(self, kind: str, reason: str) -> Resync:
         c = self.counters
         if kind in ("gap", "buffer"):
@@ -154,6 +175,8 @@ class InstrumentSync:
             c.crossed += 1
         elif kind == "stale_snapshot":
             c.stale_snapshots += 1
+        elif kind == "malformed":
+            c.malformed += 1
         c.resyncs += 1
         self.reset("syncing")
         return Resync(reason, kind)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from common.model import BookUpdate
 from services.ingest.sync import Publish, Resync
+from services.ingest.venue import ParseError
 from tests.venues import SyncLog, plugin_for, sync_for
 
 
@@ -53,6 +55,62 @@ def test_snapshot_older_than_the_buffer_is_refused():
     out = m.feed(snapshot(1000, BIDS, ASKS))
     assert isinstance(out, Resync) and out.kind == "stale_snapshot"
     assert m.sync.state == "syncing" and len(m.sync.book) == 0
+
+
+def test_after_a_stale_snapshot_the_buffer_is_kept_for_the_next_one():
+    """exchanges.md 1.3 step 3: snapshot too old -> fetch again, keep buffering. A REST
+    snapshot lagging the stream by a steady delay must still find its place."""
+    m = machine()
+    m.feed(diff(1005, 1010, bids=[("97.00", "1")]))
+    m.feed(diff(1011, 1012))
+    assert isinstance(m.feed(snapshot(1000, BIDS, ASKS)), Resync)
+    m.feed(diff(1013, 1015, asks=[("101.00", "0")]))
+    out = m.feed(snapshot(1011, BIDS, ASKS))  # older than 1013, but 1011-1012 was kept
+    assert isinstance(out, Publish) and out.snapshot
+    assert m.sync.last_id == 1015 and m.sync.state == "live"
+    assert m.sync.book.best_ask() == (102.0, 3.0)
+    assert 97.0 not in m.sync.book.bids  # 1005-1010 is older than the snapshot: skipped
+
+
+def test_first_live_diff_after_a_stale_snapshot_is_kept_too():
+    m = machine()
+    assert isinstance(m.feed(snapshot(1000, BIDS, ASKS)), Publish)  # nothing buffered yet
+    out = m.feed(diff(1003, 1004, bids=[("100.00", "0")]))  # 1001-1002 are missing
+    assert isinstance(out, Resync) and out.kind == "stale_snapshot"
+    out = m.feed(snapshot(1002, BIDS, ASKS))
+    assert isinstance(out, Publish) and m.sync.book.best_bid() == (99.0, 2.0)
+
+
+def test_a_level_that_is_not_a_number_resyncs_and_leaves_no_half_applied_book():
+    m = machine()
+    m.feed(snapshot(1000, BIDS, ASKS))
+    m.feed(diff(1001, 1001))
+    out = m.feed(diff(1002, 1002, bids=[("100.00", "0"), ("oops", "1")]))
+    assert isinstance(out, Resync) and out.kind == "malformed"
+    assert "oops" in out.reason
+    assert m.sync.state == "syncing" and len(m.sync.book) == 0
+    assert m.sync.counters.malformed == 1
+    m.feed(diff(1003, 1003))
+    out = m.feed(snapshot(1002, BIDS, ASKS))
+    assert isinstance(out, Publish) and m.sync.book.best_bid() == (100.0, 1.0)
+
+
+def test_a_string_update_id_resyncs_instead_of_raising():
+    m = machine()
+    m.feed(snapshot(1000, BIDS, ASKS))
+    out = m.feed(BookUpdate("BTCUSDT", False, [], [], first_id="1001", last_id="1001"))
+    assert isinstance(out, Resync) and out.kind == "malformed"
+
+
+def test_a_timestamp_that_is_not_integer_ms_is_a_parse_error():
+    plugin = plugin_for("binance")
+    frame = {
+        "stream": "btcusdt@depth@100ms",
+        "data": {"e": "depthUpdate", "E": "1700000000000", "s": "BTCUSDT", "U": 1, "u": 2},
+    }
+    frame["data"].update(b=[], a=[])
+    with pytest.raises(ParseError, match="not integer milliseconds"):
+        plugin.parse(orjson.dumps(frame), 0)
 
 
 def test_gap_in_live_stream_resyncs_that_instrument_and_stops_publishing():
