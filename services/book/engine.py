@@ -176,6 +176,9 @@ class Engine:
             before = m.top_key()
             if not m.delta(bids, asks, ts):
                 return
+            if not m.covers_depth():
+                self._lost_sync(m, f"book.{venue}.{symbol}", "top levels reach past the trim")
+                return
             self._changed(m, before, measure=True, depth=m.top_changed)
             return
         elif kind == "snapshot":
@@ -253,11 +256,15 @@ class Engine:
         if topic.startswith("book."):
             m = self.mirrors.get(topic.partition(".")[2])
             if m is not None and m.sync == LIVE:
-                before = m.top_key()
-                m.invalidate(STALE, f"bad message: {exc}")
-                self._changed(m, before)
-                if self.resync is not None:
-                    self.resync(venue, topic, f"bad message: {exc}")
+                self._lost_sync(m, topic, f"bad message: {exc}")
+
+    def _lost_sync(self, m: Mirror, topic: str, reason: str) -> None:
+        """Our copy of ``m`` is unusable: out until ingest republishes its snapshot."""
+        before = m.top_key()
+        m.invalidate(STALE, reason)
+        self._changed(m, before)
+        if self.resync is not None:
+            self.resync(m.venue, topic, reason)
 
     # -- liveness ---------------------------------------------------------------------------
     def _refresh_venue(self, vs: VenueStatus, now: float) -> None:

@@ -8,9 +8,11 @@ its venue may be ``down`` (publisher silent): the book is kept, but excluded and
 ``down`` until the venue is heard from again.
 
 Memory is bounded with hysteresis: once a side holds more than ``TRIM_FACTOR * keep`` levels it
-is cut back to ``keep`` (``keep`` defaults to 5x the published depth, so the published top-N
-stays exact unless prices move more than ``keep - depth`` levels through levels that were cut and
-never updated before the next snapshot).
+is cut back to ``keep`` (``keep`` defaults to 5x the published depth). Past the cut, levels that
+never change again are unknown, so the cut price of each side is kept as an edge: while the
+published top ``depth`` levels lie inside the edges they are exact; once prices move through
+``keep - depth`` levels and the top ``depth`` would reach past an edge, ``covers_depth`` is False
+and the engine asks ingest (which keeps the whole book) for a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def normalize_state(state: Any) -> str:
 
 class Mirror:
     __slots__ = (
+        "ask_edge",
+        "bid_edge",
         "book",
         "deltas",
         "depth",
@@ -109,6 +113,8 @@ class Mirror:
         self.trims = 0
         self.depth = depth  # levels published per side
         self.top_changed = True  # the last delta changed the best ``depth`` levels
+        self.bid_edge = -math.inf  # bids below it, and asks above ask_edge, were cut
+        self.ask_edge = math.inf
 
     @property
     def state(self) -> str:
@@ -134,6 +140,7 @@ class Mirror:
         self.book.replace(bids, asks)
         self.sync = LIVE
         self.reason = None
+        self.bid_edge, self.ask_edge = -math.inf, math.inf
         self._trim()
 
     def delta(self, bids: list[Level], asks: list[Level], ts: Timestamps) -> bool:
@@ -164,6 +171,21 @@ class Mirror:
         self.reason = reason
         self.book.clear()
 
+    def covers_depth(self) -> bool:
+        """The top ``depth`` levels of each side lie inside what was never cut (see the module
+        docstring); always True for a book that was never trimmed."""
+        if self.bid_edge == -math.inf and self.ask_edge == math.inf:
+            return True
+        bid, ask = self.book.nth_prices(self.depth)
+        return bid >= self.bid_edge and ask <= self.ask_edge
+
     def _trim(self) -> None:
-        if self.book.trim(self.keep, TRIM_FACTOR):
-            self.trims += 1
+        book = self.book
+        n_bids, n_asks = len(book.bids), len(book.asks)
+        if not book.trim(self.keep, TRIM_FACTOR):
+            return
+        self.trims += 1
+        if len(book.bids) < n_bids:
+            self.bid_edge = max(self.bid_edge, book.bids.keys()[0] if book.bids else math.inf)
+        if len(book.asks) < n_asks:
+            self.ask_edge = min(self.ask_edge, book.asks.keys()[-1] if book.asks else -math.inf)

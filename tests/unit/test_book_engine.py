@@ -323,6 +323,35 @@ def test_reference_conversion() -> None:
         parse_references({"USDT": "kraken:BTC-USD"})
 
 
+def test_trimmed_levels_never_reach_the_published_depth() -> None:
+    """A deep snapshot is cut to ``keep`` levels; resting levels past the cut are unknown. As
+    deletes walk the top down towards the cut, depth stays exact; the delete that would put an
+    unknown level into the top ``depth`` takes the book out (stale) and asks ingest for a fresh
+    snapshot instead of publishing a book with holes."""
+    engine, bus = make()  # depth 3, keep 10: a side over 100 levels is cut to 10
+    bids = [[1000.0 - i, 1.0] for i in range(150)]
+    asks = [[1001.0 + i, 1.0] for i in range(5)]
+    feed(engine, "binance", "BTC-USDT", "snapshot", bids, asks)
+    m = engine.mirrors["binance.BTC-USDT"]
+    assert m.trims == 1 and len(m.book.bids) == 10  # 991..1000 kept, 851..990 cut
+    for n in range(1, 8):  # delete 1000, 999, ... 994: the top 3 are 993..991, all kept
+        feed(engine, "binance", "BTC-USDT", "delta", [[1001.0 - n, 0.0]], [], n)
+        bus.flush(engine)
+        depth = bus.last("depth.binance.BTC-USDT")
+        assert depth["state"] == "live"
+        assert depth["bids"] == [[1000.0 - n - i, 1.0] for i in range(3)]
+    assert bus.resyncs == []
+    feed(engine, "binance", "BTC-USDT", "delta", [[993.0, 0.0]], [], 8)  # next: 992, 991, 990?
+    bus.flush(engine)
+    assert bus.last("bbo.binance.BTC-USDT")["state"] == "stale"
+    assert bus.last("depth.binance.BTC-USDT")["bids"] == []
+    assert bus.resyncs == [("binance", "book.binance.BTC-USDT")]
+    rest = [[992.0 - i, 1.0] for i in range(50)]  # ingest's whole book, 990 included
+    feed(engine, "binance", "BTC-USDT", "snapshot", rest, asks, 9)
+    bus.flush(engine)
+    assert bus.last("depth.binance.BTC-USDT")["bids"] == [[992.0, 1.0], [991.0, 1.0], [990.0, 1.0]]
+
+
 def test_mirror_trim_with_hysteresis_and_level_parsing() -> None:
     class H:
         down = False
