@@ -83,10 +83,15 @@ class Subscribe:
         """Identity of a subscription: its id if given, else what it selects."""
         if self.id is not None:
             return ("id", self.id)
-        return ("sel", self.channel, self.venues, self.symbol)
+        return ("sel", self.channel, _venue_set(self.venues), self.symbol)
 
     def selects(self, channel: str, venues: tuple[str, ...] | None, symbol: str | None) -> bool:
-        return self.channel == channel and self.venues == venues and self.symbol == symbol
+        """Same channel, venues (in any order) and symbol."""
+        return (
+            self.channel == channel
+            and _venue_set(self.venues) == _venue_set(venues)
+            and self.symbol == symbol
+        )
 
     def echo(self) -> dict[str, Any]:
         out: dict[str, Any] = {"channel": self.channel, "venue": self.venue_echo}
@@ -193,6 +198,10 @@ def _venues(req: dict[str, Any], channel: str) -> tuple[tuple[str, ...] | None, 
     return tuple(out), echo
 
 
+def _venue_set(venues: tuple[str, ...] | None) -> frozenset[str] | None:
+    return None if venues is None else frozenset(venues)
+
+
 def _symbol(req: dict[str, Any], channel: str) -> str | None:
     symbol = req.get("symbol")
     if channel in ("stats", "status"):
@@ -233,7 +242,12 @@ def _subscribe(
     symbol = _symbol(req, channel)
     if symbol is not None:
         _check_symbol(req, channel, venues, symbol, catalog)
-    depth = _int_field(req, "depth", default_depth, 1, max_depth)
+    # only the depth channel has a depth: elsewhere the field is ignored, not validated
+    depth = (
+        _int_field(req, "depth", default_depth, 1, max_depth)
+        if channel == "depth"
+        else default_depth
+    )
     interval = _int_field(req, "interval_ms", DEFAULT_INTERVAL_MS[channel], 0, MAX_INTERVAL_MS)
     return Subscribe(channel, venues, symbol, depth, interval, sid, echo, req)
 
@@ -252,8 +266,8 @@ def _check_symbol(
                 where = "consolidated groups" if venue == "all" else f"venue {venue!r}"
                 raise ProtocolError(
                     "unknown_symbol",
-                    f"unknown symbol {symbol!r} for {where}: not seen from the book builder "
-                    "and not in the instrument list",
+                    f"unknown symbol {symbol!r} for {where}: not in its instrument list "
+                    "(as the venue's status reports it; the configured pairs until it does)",
                     req,
                 )
         return
@@ -265,8 +279,8 @@ def _check_symbol(
             return
     raise ProtocolError(
         "unknown_symbol",
-        f"unknown symbol {symbol!r}: not seen from the book builder and not in the instrument "
-        "list of the venue(s) asked for",
+        f"unknown symbol {symbol!r}: not in the instrument list of the venue(s) asked for "
+        "(as their status reports it; the configured pairs until it does)",
         req,
     )
 

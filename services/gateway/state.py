@@ -181,9 +181,16 @@ class MarketState:
         return venue != "all" and (venue in self.config_symbols or venue in self.seen_symbols)
 
     def symbols(self, venue: str) -> set[str]:
+        """The venue's instruments as its ``status`` lists them (and any seen on the bus); only
+        until it first reports some, the configured ``BASE-QUOTE`` pairs, which are a guess:
+        a perpetuals venue names its markets ``BASE-QUOTE-PERP``, a base may not be listed."""
         if venue == "all":
             return self.groups()
-        return self.config_symbols.get(venue, set()) | self.seen_symbols.get(venue, set())
+        seen = self.seen_symbols.get(venue, set())
+        instruments = (self.status.get(venue) or {}).get("instruments")
+        if isinstance(instruments, dict) and instruments:
+            return set(seen)
+        return self.config_symbols.get(venue, set()) | seen
 
     def groups(self) -> set[str]:
         """Consolidated groups: seen as ``*.all.<GROUP>`` or derived from venues' symbols."""

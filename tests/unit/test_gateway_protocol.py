@@ -148,6 +148,17 @@ def test_ping_and_unsubscribe(catalog):
     assert sub.selects(u.channel, u.venues, u.symbol)
 
 
+def test_depth_is_ignored_off_the_depth_channel_and_venue_order_does_not_matter(catalog):
+    bbo = {"op": "subscribe", "channel": "bbo", "venue": ["kraken", "binance"], "symbol": "BTC-USD"}
+    catalog.update("bbo.binance.BTC-USD", {"venue": "binance", "symbol": "BTC-USD"})
+    sub = parse({**bbo, "depth": 100}, catalog)  # a field bbo does not have: not an error
+    assert isinstance(sub, Subscribe) and "depth" not in sub.echo()
+    u = parse({**bbo, "op": "unsubscribe", "venue": ["binance", "kraken"]}, catalog)
+    assert sub.selects(u.channel, u.venues, u.symbol)
+    again = parse({**bbo, "venue": ["binance", "kraken"]}, catalog)
+    assert again.key == sub.key  # the same subscription, not a second one
+
+
 def test_echo(catalog):
     sub = parse({"op": "subscribe", "channel": "depth", "venue": "binance", "symbol": "BTC-USDT", "depth": 50.0, "id": 1}, catalog)  # fmt: skip
     assert sub.echo() == {

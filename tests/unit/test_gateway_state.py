@@ -103,6 +103,27 @@ def test_catalog():
     assert s.known_symbol("binance", "BTC-USDT") and not s.known_symbol("binance", "BTC-USD")
 
 
+def test_a_venue_status_replaces_the_configured_guess_of_its_symbols():
+    """A perpetuals venue configured with bases and a quote publishes BASE-QUOTE-PERP: once its
+    status lists them, the guessed BASE-QUOTE names are no longer offered or accepted."""
+    s = MarketState(
+        venues=[("binance-perp", ["BTC-USDT", "ETH-USDT"])],
+        quote_groups=GROUPS,
+        trades_ring=5,
+        stale_after_s=3.0,
+    )
+    assert s.known_symbol("binance-perp", "BTC-USDT")  # nothing reported yet: the guess
+    assert not s.known_symbol("binance-perp", "BTC-USDT-PERP")
+    s.update("status.binance-perp", {"state": "down", "instruments": {}})
+    assert s.known_symbol("binance-perp", "BTC-USDT")  # an empty list says nothing yet
+    instruments = {"BTC-USDT-PERP": "live", "ETH-USDT-PERP": "syncing"}
+    s.update("status.binance-perp", {"state": "syncing", "instruments": instruments})
+    assert s.symbols("binance-perp") == {"BTC-USDT-PERP", "ETH-USDT-PERP"}
+    assert not s.known_symbol("binance-perp", "BTC-USDT")
+    assert s.instrument_states("binance-perp") == {"BTC-USDT-PERP": "down", "ETH-USDT-PERP": "down"}
+    assert s.groups() == {"BTC-USD-PERP", "ETH-USD-PERP"}
+
+
 def test_venue_state_follows_book_liveness_and_status_age():
     s = make()
     assert s.venue_state("binance") == "down"  # book builder not seen yet
