@@ -43,7 +43,10 @@ while time.monotonic() < end:
     if not sub.poll(200):
         continue
     topic_b, payload = sub.recv_multipart()
-    topic, msg = topic_b.decode(), orjson.loads(payload)
+    topic = topic_b.decode()
+    if topic not in topics and not topic.startswith("hb."):
+        continue  # a longer name under the same prefix: bbo.all.BTC-USD-PERP for BTC-USD
+    msg = orjson.loads(payload)
     epoch, seq = msg["epoch"], msg["seq"]
     if not last:
         resync("start")

@@ -360,11 +360,16 @@ def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> Non
         pub.call(pub.message, "bbo.all.BTC-USD", {**bbo, "bid": [65000.75, 2.0, "kraken"]})
         wait_until(lambda: printed("3 message(s) missed"), 20, what="gap noticed")
         wait_until(lambda: printed("bid 65000.75 x 2.0"), 20, what="new bbo")
+        perp = {**bbo, "symbol": "BTC-USD-PERP", "bid": [99999.5, 1.0, "bybit"]}
+        pub.call(pub.message, "bbo.all.BTC-USD-PERP", perp)  # matches the prefix BTC-USD
+        pub.call(pub.message, "bbo.all.BTC-USD", {**bbo, "bid": [65000.8, 2.0, "kraken"]})
+        wait_until(lambda: printed("bid 65000.8 x 2.0"), 20, what="bbo after the perp one")
+        assert not printed("99999.5"), "a BTC-USD-PERP update was shown as BTC-USD"
         assert printed("depth 3x2 from binance,kraken")
         assert printed("spread 0.75 (0.1154 bps)")
         pub.restart()  # a new epoch: the example asks again and shows the current bbo
         wait_until(lambda: printed("publisher restarted"), 20, what="restart noticed")
-        wait_until(lambda: printed("#1 bid 65000.75 x 2.0"), 20, what="bbo of the new epoch")
+        wait_until(lambda: printed("#1 bid 65000.8 x 2.0"), 20, what="bbo of the new epoch")
     finally:
         proc.terminate()
         proc.wait(10)
