@@ -22,7 +22,7 @@ BOOK_KEYS = frozenset(
 )
 VENUE_KEYS = frozenset(
     {"enabled", "plugin", "pub", "control", "ws_url", "rest_url", "bases", "quote"}
-    | {"sim_port", "record_dir", "symbols_off", "watchdog_s"}
+    | {"sim_port", "record_dir", "symbols_off"}
 )
 REALTIME_SERVICES = ("ingest", "book", "gateway")
 MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
@@ -157,9 +157,6 @@ def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
                 f"{where}: symbols_off names {entry!r}, which is not among bases {bases}"
             )
         off_bases.add(base)
-    watchdog = _take(table, "watchdog_s", float, where, None)
-    if watchdog is not None and watchdog <= 0:
-        raise ConfigError(f"{where}: 'watchdog_s' must be > 0, got {watchdog}")
     return VenueConfig(
         name=name,
         plugin=_take(table, "plugin", str, where, name),
@@ -172,7 +169,7 @@ def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
         enabled=_take(table, "enabled", bool, where, True),
         sim_port=_take(table, "sim_port", int, where, None),
         record_dir=_take(table, "record_dir", str, where, None),
-        options={k: v for k, v in table.items() if k not in VENUE_KEYS - {"watchdog_s"}},
+        options={k: v for k, v in table.items() if k not in VENUE_KEYS},
     )
 
 

@@ -35,7 +35,7 @@ from common.model import (
 from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
 from services.ingest.rest import RestClient, RestError
-from services.ingest.sync import InstrumentSync, Publish, Resync
+from services.ingest.sync import InstrumentSync, Publish, Resync, SyncWaits
 from services.ingest.venue import VenuePlugin
 
 log = logging.getLogger("flowbook.ingest")
@@ -222,9 +222,15 @@ class IngestRunner:
         spec, ws = conn.spec, conn.ws
         opened = last_ping = time.monotonic()
         plugin = self.plugin
+        waits = SyncWaits(plugin.sync_timeout_s)
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            for inst in spec.instruments:
+                sync = self.syncs[inst.native]
+                waited = waits.overdue(inst.native, sync.state == "live", sync.generation, now)
+                if waited is not None:
+                    self._retry_sync(sync, waited)
             if now - conn.last_rx > plugin.watchdog_s:
                 log.warning(
                     "%s: no data for %.1fs on %s: reconnecting",
@@ -290,6 +296,21 @@ class IngestRunner:
                 self._request_snapshot(sync)
         else:
             self._resubscribe(sync)
+
+    def _retry_sync(self, sync: InstrumentSync, waited: float) -> None:
+        """A book that stayed out of sync: ask again, as after a gap."""
+        sync.counters.sync_retries += 1
+        log.warning(
+            "%s %s: still %s after %.0fs: asking for a snapshot again",
+            self.venue,
+            sync.inst.symbol,
+            sync.state,
+            waited,
+        )
+        if not sync.rest_mode:
+            self._resubscribe(sync)
+        elif not sync.snapshot_requested:  # else a fetch is under way, with its own retries
+            self._request_snapshot(sync)
 
     def _resubscribe(self, sync: InstrumentSync) -> None:
         conn = self._conns.get(sync.inst.native)
@@ -437,6 +458,7 @@ class IngestRunner:
                 "resyncs": c.resyncs,
                 "checksum_failures": c.checksum_failures,
                 "crossed": c.crossed,
+                "sync_retries": c.sync_retries,
                 "bids": len(sync.book.bids),
                 "asks": len(sync.book.asks),
             }

@@ -15,6 +15,7 @@ from common.model import BookUpdate, Instrument, SyncState
 from services.ingest.venue import VenuePlugin, Verdict
 
 MAX_BUFFERED = 5000
+MAX_SYNC_WAIT_S = 600.0
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class SyncCounters:
     skipped: int = 0
     stale_snapshots: int = 0
     malformed: int = 0
+    sync_retries: int = 0
 
 
 class InstrumentSync:
@@ -186,3 +188,28 @@ class InstrumentSync:
             f"continuity broken at id {self.last_id}: update first={upd.first_id} "
             f"last={upd.last_id} prev={upd.prev_id}"
         )
+
+
+class SyncWaits:
+    """How long each book of a connection has been out of sync, for the runner's watchdog.
+    ``overdue`` says when to ask again: after ``timeout_s``, then after twice as long each time
+    (up to ``MAX_SYNC_WAIT_S``), so a venue that keeps refusing is not asked in a tight loop. A
+    new resync (the generation changes) or the book going live starts the count again."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._since: dict[str, tuple[int, float, float]] = {}  # key -> generation, since, wait
+
+    def overdue(self, key: str, live: bool, generation: int, now: float) -> float | None:
+        """Seconds waited if it is time to ask again, else None."""
+        if live:
+            self._since.pop(key, None)
+            return None
+        gen, since, wait = self._since.get(key, (None, now, self.timeout_s))
+        if gen != generation:
+            self._since[key] = (generation, now, wait if gen is not None else self.timeout_s)
+            return None
+        if now - since < wait:
+            return None
+        self._since[key] = (generation, now, min(wait * 2, MAX_SYNC_WAIT_S))
+        return now - since

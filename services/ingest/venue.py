@@ -14,6 +14,8 @@ from common.book import OrderBook
 from common.config import ConfigError, VenueConfig
 from common.model import BookUpdate, ConnectionSpec, Event, HttpRequest, Instrument
 
+COMMON_OPTIONS = frozenset({"watchdog_s", "sync_timeout_s"})  # venue keys every plugin reads
+
 
 class ParseError(ValueError):
     """A frame the plugin cannot read; the runner logs it with the venue, counts it, skips it."""
@@ -52,6 +54,9 @@ class VenuePlugin(FrameParser):
     ping_message: str | None = None
     #: no frame of any kind for this long: the connection is dead, reconnect
     watchdog_s: float = 30.0
+    #: a book still not live this long after its resync began: ask again (a refused or lost
+    #: resubscribe, a snapshot that never came); then again after twice as long, up to 10 min
+    sync_timeout_s: float = 30.0
     #: planned reconnect before the venue closes the connection itself (Binance: 24 h)
     max_connection_age_s: float | None = None
     #: subscribed depth to truncate to after each update (Kraken sends no out-of-scope deletes)
@@ -66,7 +71,7 @@ class VenuePlugin(FrameParser):
     def __init__(self, cfg: VenueConfig) -> None:
         self.cfg = cfg
         self.venue = cfg.name
-        unknown = sorted(set(cfg.options) - self.options - {"watchdog_s"})
+        unknown = sorted(set(cfg.options) - self.options - COMMON_OPTIONS)
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(
@@ -74,6 +79,7 @@ class VenuePlugin(FrameParser):
                 f"(the {cfg.plugin} plugin's own keys: {known})"
             )
         self.watchdog_s = self.option("watchdog_s", float, self.watchdog_s)
+        self.sync_timeout_s = self.option("sync_timeout_s", float, self.sync_timeout_s)
 
     def option(self, key: str, kind: type, default: Any, minimum: float | None = 0) -> Any:
         """``cfg.options[key]`` as ``kind`` (default if absent), or a ConfigError naming it."""

@@ -10,7 +10,8 @@ moving, so their stream resumes with an id jump; new connections are not stalled
 ``Dialect.extra_faults`` and consume it with ``FaultState.take("checksum", symbol)``), ``reset``
 (the venue restarts the book's stream: a fresh snapshot mid-stream, its sequence restarted; same
 dialect rule), ``seqgap`` (the next frame skips one number of a per-connection sequence, e.g.
-Coinbase ``sequence_num``; same dialect rule).
+Coinbase ``sequence_num``; same dialect rule), ``refuse`` (the next ``count`` subscribe requests
+for the symbol are answered with the venue's rate-limit error and not carried out; same rule).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ KINDS = (
     "checksum",
     "reset",
     "seqgap",
+    "refuse",
 )
 REST_KINDS = ("rest429", "rest500", "slow_snapshot")
 # only for dialects that list them in ``extra_faults``
-DIALECT_KINDS = ("checksum", "reset", "seqgap")
+DIALECT_KINDS = ("checksum", "reset", "seqgap", "refuse")
 
 
 class FaultError(ValueError):

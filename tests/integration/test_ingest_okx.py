@@ -28,7 +28,7 @@ def stack(tmp_path):
         sim_port=sim_port,
         bases=["BTC", "ETH"],
         ws_path="/ws/v5/public",
-        extra="watchdog_s = 4.0",
+        extra="watchdog_s = 4.0\nsync_timeout_s = 2.0",
     )
     path = write_config(tmp_path, section, rate=100)
     cfg = load(path)
@@ -98,6 +98,21 @@ def test_books_trades_checksum_gap_and_reset_on_one_connection(stack):
     assert inst(mirror, BTC, "resyncs") == resyncs == 2  # the checksum and the gap
     assert inst(mirror, ETH, "resyncs") == 0  # the other book never noticed
     assert stats(mirror)["reconnects"] == reconnects  # repaired by resubscribing, not reconnecting
+
+
+def test_a_refused_resubscribe_is_asked_again_not_left_syncing(stack):
+    """OKX refuses subscribes past 480 an hour per connection: the book that needed one must
+    not stay out until the connection happens to drop (trades keep the watchdog fed)."""
+    sim, mirror = stack
+    converge(sim, mirror)
+    reconnects = stats(mirror)["reconnects"]
+    sim.fault(VENUE, "refuse", symbol=BTC)  # the resubscribe after the checksum failure
+    sim.fault(VENUE, "checksum", symbol=BTC)
+    wait_until(lambda: inst(mirror, BTC, "checksum_failures") == 1, 20, what="checksum failure")
+    wait_until(lambda: inst(mirror, BTC, "sync_retries") >= 1, 20, what="asked again")
+    converge(sim, mirror)
+    assert stats(mirror)["reconnects"] == reconnects  # one book, repaired on its connection
+    assert inst(mirror, ETH, "resyncs") == 0
 
 
 def test_malformed_stall_disconnect_and_planned_close_are_survived(stack):

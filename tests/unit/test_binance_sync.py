@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from common.model import BookUpdate
-from services.ingest.sync import Publish, Resync
+from services.ingest.sync import MAX_SYNC_WAIT_S, Publish, Resync, SyncWaits
 from services.ingest.venue import ParseError
 from tests.venues import SyncLog, plugin_for, sync_for
 
@@ -192,3 +192,20 @@ def test_exchange_info_names_instruments_from_metadata():
     }
     (inst,) = plugin.parse_metadata([orjson.dumps(info)])
     assert inst.symbol == "BTC-USDT" and inst.price_precision == 2 and inst.qty_precision == 5
+
+
+def test_sync_waits_ask_again_after_the_timeout_then_back_off():
+    waits = SyncWaits(30.0)
+    assert waits.overdue("BTC", False, 1, 0.0) is None  # starts counting
+    assert waits.overdue("BTC", False, 1, 29.0) is None
+    assert waits.overdue("BTC", False, 1, 30.0) == 30.0
+    assert waits.overdue("BTC", False, 1, 89.0) is None  # next after 60 s more
+    assert waits.overdue("BTC", False, 1, 90.0) == 60.0
+    assert waits.overdue("BTC", False, 2, 91.0) is None  # a new resync: counts from now
+    assert waits.overdue("BTC", False, 2, 211.0) == 120.0  # still backed off
+    assert waits.overdue("BTC", True, 2, 212.0) is None  # live: forgotten
+    assert waits.overdue("BTC", False, 3, 300.0) is None
+    assert waits.overdue("BTC", False, 3, 330.0) == 30.0
+    for t in range(20):
+        waits.overdue("ETH", False, 1, 0.0 + t * 1000)
+    assert waits._since["ETH"][2] == MAX_SYNC_WAIT_S

@@ -76,7 +76,6 @@ VENUE = (
         (BOOK + "quote_groups = [[1]]\n" + VENUE, "list of lists of quote codes"),
         (BOOK + "stale_after_s = -1\n" + VENUE, "stale_after_s must be > 0"),
         (BOOK + VENUE + 'symbols_off = ["ETH"]\n', "symbols_off names 'ETH'"),
-        (BOOK + VENUE + "watchdog_s = 0\n", "'watchdog_s' must be > 0"),
         ("gateway = 3\n" + BOOK + VENUE, r"\[gateway\] must be a table"),
     ],
 )
@@ -101,6 +100,8 @@ def test_symbols_off_takes_bases_or_symbols_in_any_case(tmp_path):
         ("enable = false\n", r"unknown key\(s\) enable \(the kraken plugin's own keys: depth\)"),
         ("depth = 30\n", r"depth must be one of"),
         ('depth = "x"\n', r"depth must be int"),
+        ("watchdog_s = 0\n", r"watchdog_s must be float > 0"),
+        ("sync_timeout_s = true\n", r"sync_timeout_s must be float > 0"),
     ],
 )
 def test_plugin_keys_are_checked_when_the_plugin_loads(tmp_path, extra, error):

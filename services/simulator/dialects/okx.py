@@ -5,7 +5,7 @@ Coverage:
 | channel / route | variant | what is sent |
 |---|---|---|
 | WS `/ws/v5/public` | text `ping` | text `pong` |
-| `{"op":"subscribe"/"unsubscribe","args":[{channel,instId}]}` | books, trades | one ack per arg `{"event":..,"arg":..,"connId":..}` (with `id` if given); errors `{"event":"error","code":"60012"/"60018",..}` |
+| `{"op":"subscribe"/"unsubscribe","args":[{channel,instId}]}` | books, trades | one ack per arg `{"event":..,"arg":..,"connId":..}` (with `id` if given); errors `{"event":"error","code":"60012"/"60018",..}`; `60014` for a subscribe the `refuse` fault refuses |
 | `books` | snapshot on subscribe, then update | 400 levels `[px, sz, "0", orders]`, `prevSeqId`/`seqId` (snapshot `-1`), legacy CRC32 `checksum` of the top 25 |
 | `trades` | data[] | every fill of an event in one message, in order, `side` = taker |
 | planned close | notice | `{"event":"notice","code":"64008",..}` then close |
@@ -61,7 +61,7 @@ RESET_SEQ = 3  # seqId after a ``reset`` fault
 @register
 class OkxDialect(Dialect):
     name = "okx"
-    extra_faults = frozenset({"checksum", "reset"})
+    extra_faults = frozenset({"checksum", "reset", "refuse"})
 
     def __init__(self, venue: VenueServer) -> None:
         super().__init__(venue)
@@ -108,6 +108,10 @@ class OkxDialect(Dialect):
             if channel not in CHANNELS or inst_id not in self.venue.instruments:
                 text = f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist."
                 out.append(self._error(client, "60018", text, mid))
+                continue
+            faults = self.venue.faults
+            if op == "subscribe" and faults.other and faults.take("refuse", inst_id):
+                out.append(self._error(client, "60014", "Requests too frequent.", mid))
                 continue
             ack = {"event": op, "arg": {"channel": channel, "instId": inst_id}}
             ack["connId"] = client.state["conn_id"]
