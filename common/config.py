@@ -22,7 +22,8 @@ BOOK_KEYS = frozenset(
 )
 VENUE_KEYS = frozenset(
     {"enabled", "plugin", "pub", "control", "ws_url", "rest_url", "bases", "quote"}
-    | {"sim_port", "record_dir", "symbols_off"}
+    | {"record_dir", "symbols_off"}
+    | {"sim_port", "sim_levels"}  # read by the simulator (services/simulator/config.py)
 )
 REALTIME_SERVICES = ("ingest", "book", "gateway")
 MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
