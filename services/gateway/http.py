@@ -266,14 +266,14 @@ class HttpApi:
         if not self.state.known_symbol(venue, symbol):
             return self.error(404, "unknown_symbol", f"unknown symbol {symbol!r} for {venue!r}")
         topic = f"depth.{venue}.{symbol}"
-        msg = self.state.latest.get(topic)
+        msg = self.state.served(topic)
         if self.demand is not None:
             # followed for a while from now; if it was not followed yet, wait for its first value
             self.demand.touch(topic)
             deadline = time.monotonic() + self.settings.snapshot_wait_s
             while msg is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
-                msg = self.state.latest.get(topic)
+                msg = self.state.served(topic)
         if msg is None:
             return self.error(
                 404, "no_data", f"no depth for {venue} {symbol} from the book builder yet"

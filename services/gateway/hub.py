@@ -146,6 +146,23 @@ class Hub:
         if self.state.set_book_alive(alive):
             log.warning("book builder (%s) is %s", name, "live" if alive else "down")
             self.check_status()
+            self._reoffer_books()
+
+    def _reoffer_books(self) -> None:
+        """Book builder down or back: every depth/bbo subscriber gets its topic as it may now be
+        shown (prices withheld, or the latest again: a quiet book would otherwise stay shown
+        down until it next changes)."""
+        for key, subs in list(self.index.items()):
+            kind = key.partition(".")[0]
+            if kind != "depth" and kind != "bbo":
+                continue
+            msg = self.state.served(key)
+            if msg is None:
+                continue
+            item = Item(kind, key, msg)  # no ts_pub: not a fresh message, not a latency sample
+            for sub in subs:
+                if not (sub.awaiting and key in sub.awaiting):
+                    sub.offer(key, item)
 
     def check_status(self) -> None:
         """Tell status subscribers about venue states that changed without a status message
@@ -175,7 +192,7 @@ class Hub:
         channel = spec.channel
         if channel in ("depth", "bbo"):
             for topic in sub.keys:
-                msg = self.state.latest.get(topic)
+                msg = self.state.served(topic)
                 if msg is None and channel == "depth" and self.demand is not None:
                     # followed from now on: the book builder sends it within milliseconds
                     sub.awaiting.add(topic)
@@ -220,7 +237,7 @@ class Hub:
 
     def _snapshot_due(self, sub: Subscription, topic: str) -> None:
         if sub.active and topic in sub.awaiting:
-            self._deferred_snapshot(sub, topic, self.state.latest.get(topic))
+            self._deferred_snapshot(sub, topic, self.state.served(topic))
 
     def _deferred_snapshot(self, sub: Subscription, topic: str, msg: dict | None) -> None:
         """The snapshot a subscription waited for; its update interval starts now."""

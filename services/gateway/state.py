@@ -20,6 +20,20 @@ from common.symbols import group_name
 VENUE_STATES = ("live", "syncing", "stale", "down")
 # Keys of a bus payload that are the book builder's envelope, not data.
 _ENVELOPE = frozenset(("v", "epoch", "seq", "ts_pub", "type"))
+# what a depth/bbo message shows while its prices are withheld (as the book builder sends a book
+# that is not live: no levels, no prices)
+_WITHHELD: dict[str, Any] = {
+    "bids": [],
+    "asks": [],
+    "bid": None,
+    "ask": None,
+    "spread_bps": None,
+    "bid_venues": {},
+    "ask_venues": {},
+    "crossed": False,
+    "crossed_size": 0.0,
+}
+BOOK_DOWN_REASON = "book builder down: last prices withheld"
 
 
 def split_topic(topic: str) -> tuple[str, str, str]:
@@ -124,6 +138,19 @@ class MarketState:
             self.hb_at[venue] = time.monotonic()
             return False
         return False
+
+    def served(self, topic: str) -> dict[str, Any] | None:
+        """The latest ``depth.*``/``bbo.*`` message as clients may see it: while the book builder
+        is down nothing vouches for its prices, so they are withheld and ``state`` is ``down``
+        (the gateway never hands out a frozen book marked ``live``)."""
+        msg = self.latest.get(topic)
+        if msg is None or self.book_alive:
+            return msg
+        out = {**msg, "state": "down", "reason": BOOK_DOWN_REASON}
+        for key, empty in _WITHHELD.items():
+            if key in out:
+                out[key] = empty.copy() if isinstance(empty, list | dict) else empty
+        return out
 
     def forget(self, topic: str) -> None:
         """Drop the latest value of a topic the gateway no longer follows."""

@@ -546,15 +546,40 @@ def test_book_builder_down_and_back(tmp_path):
             book = env.start_book()
             book.set_status("binance")
             wait_until(lambda: env.get_json("/healthz")[0] == 200, 30, what="healthy")
-            with clients(env) as (c,):
+            book.publish("bbo.binance.BTC-USDT", bbo_msg("binance", "BTC-USDT", 99.5, 100.5))
+            book.publish("depth.binance.BTC-USDT", depth_msg("binance", "BTC-USDT", 100.0))
+            wait_until(lambda: env.get("/api/book/binance/BTC-USDT")[0] == 200, 15, what="depth")
+            bbo_sub = {
+                "op": "subscribe",
+                "channel": "bbo",
+                "venue": "binance",
+                "symbol": "BTC-USDT",
+            }
+            with clients(env, 3) as (c, d, late):
                 c.request({"op": "subscribe", "channel": "status", "venue": "binance"})
                 c.expect(is_("snapshot", channel="status"))
+                d.request(bbo_sub)
+                d.expect(is_("snapshot", channel="bbo", state="live", bid=[99.5, 1.5]))
                 book.heartbeats = False  # silent for [book] stale_after_s (3 s): down
                 c.expect(is_("update", channel="status", venue="binance", state="down"), 20)
                 assert env.get_json("/healthz")[0] == 503
+                # nothing vouches for the last prices now: withheld, never shown as live
+                down = d.expect(is_("update", channel="bbo", state="down"), 20)
+                assert (
+                    down["bid"] is None and down["ask"] is None and "book builder" in down["reason"]
+                )
+                late.request(bbo_sub)
+                snap = late.expect(is_("snapshot", channel="bbo"))
+                assert snap["state"] == "down" and snap["bid"] is None
+                status, body = env.get_json("/api/book/binance/BTC-USDT")
+                assert status == 200 and body["state"] == "down" and body["bids"] == []
                 book.heartbeats = True
                 c.expect(is_("update", channel="status", venue="binance", state="live"), 20)
+                back = d.expect(is_("update", channel="bbo", state="live"), 20)
+                assert back["bid"] == [99.5, 1.5]  # a quiet book is shown again at once
             assert env.get_json("/healthz")[0] == 200
+            status, body = env.get_json("/api/book/binance/BTC-USDT")
+            assert body["state"] == "live" and body["bids"][0] == [99.99, 1.0]
         finally:
             env.close()
 
