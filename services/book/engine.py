@@ -141,10 +141,10 @@ class Engine:
         vs = self.venues.get(venue)
         if vs is None:
             return
-        vs.seen(now)
+        kind, _, rest = topic.partition(".")
+        vs.seen(now, kind != "hb")
         if vs.down and vs.upstream_alive:
             self._refresh_venue(vs, now)  # data flows again: back before it is applied
-        kind, _, rest = topic.partition(".")
         try:
             if kind == "book":
                 self._on_book(venue, rest, msg)

@@ -36,8 +36,11 @@ class VenueStatus:
         self.hb_stats: dict[str, Any] | None = None
         self.published_key: tuple[Any, ...] | None = None
 
-    def seen(self, now: float) -> None:
-        self.last_msg = now
+    def seen(self, now: float, data: bool) -> None:
+        """A message from the venue's ingest; ``data``: a book or trade message, i.e. the
+        exchange sent something (``last_msg_age_s``), not only a heartbeat."""
+        if data:
+            self.last_msg = now
         if self.first_seen is None:
             self.first_seen = now
 
@@ -76,5 +79,6 @@ class VenueStatus:
             "instruments": instruments,
             "last_msg_age_s": None if self.last_msg is None else round(now - self.last_msg, 3),
             "last_hb_age_s": None if self.last_hb is None else round(now - self.last_hb, 3),
-            "stats": self.hb_stats,
+            # a down ingest's last stats (msg rate, CPU, RSS) would be exported as current
+            "stats": None if self.down else self.hb_stats,
         }

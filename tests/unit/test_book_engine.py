@@ -210,10 +210,27 @@ def test_no_heartbeat_for_stale_after_is_down() -> None:
     assert engine.venues["kraken"].down is True and engine.venues["binance"].down is False
     status = bus.last("status.kraken")
     assert status["state"] == "down" and status["instruments"] == {"BTC-USD": "down"}
+    assert status["stats"] is None  # a down ingest's last msg rate, CPU, RSS are not current
     hb(engine, "kraken")
     assert engine.venues["kraken"].down is False
     bus.flush(engine)
     assert bus.last("status.kraken")["state"] == "live"
+    assert bus.last("status.kraken")["stats"]["venue_state"] == "live"
+
+
+def test_last_message_age_counts_exchange_data_not_heartbeats() -> None:
+    """An exchange gone quiet while its ingest keeps beating: last_msg_age_s grows."""
+    engine, bus = make()
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 2.0]], [[102.0, 1.0]])
+    for _ in range(5):
+        bus.now += 1.0
+        hb(engine, "kraken")
+        hb(engine, "binance")
+    engine.publish_status("kraken")
+    assert bus.last("status.kraken")["last_msg_age_s"] == 5.0
+    feed(engine, "kraken", "BTC-USD", "delta", [[99.0, 1.0]], [], 1)
+    engine.publish_status("kraken")
+    assert bus.last("status.kraken")["last_msg_age_s"] == 0.0
 
 
 def test_trades_pass_through_with_ingest_publish_time() -> None:
