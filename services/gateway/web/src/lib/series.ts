@@ -3,7 +3,7 @@
 
 export interface Point {
   t: number // ms
-  mid: number
+  mid: number // NaN: a break (the book stopped being live at t), drawn as a gap
   spreadBps: number
 }
 
@@ -18,14 +18,34 @@ export class Series {
   add(t: number, mid: number, spreadBps: number): void {
     if (!Number.isFinite(mid) || !Number.isFinite(spreadBps)) return
     const last = this.pts.length > this.head ? this.pts[this.pts.length - 1] : null
-    if (last !== null && Math.floor(last.t / this.bucketMs) === Math.floor(t / this.bucketMs)) {
+    const afterBreak = last !== null && Number.isNaN(last.mid) // a break is never overwritten
+    if (
+      last !== null &&
+      !afterBreak &&
+      Math.floor(last.t / this.bucketMs) === Math.floor(t / this.bucketMs)
+    ) {
       last.t = t
       last.mid = mid
       last.spreadBps = spreadBps
-    } else if (last === null || t > last.t) {
+    } else if (last === null || t > last.t || (afterBreak && t === last.t)) {
       this.pts.push({ t, mid, spreadBps })
     }
     this.trim(t)
+  }
+
+  /** The book stopped being live at `t`: the line ends there instead of holding its last value
+   * up to now; the next `add` starts a new segment. */
+  cut(t: number): void {
+    const last = this.pts.length > this.head ? this.pts[this.pts.length - 1] : null
+    if (last === null || Number.isNaN(last.mid) || t < last.t) return
+    this.pts.push({ t, mid: NaN, spreadBps: NaN })
+    this.trim(t)
+  }
+
+  /** Whether the newest point is a break. */
+  get broken(): boolean {
+    const last = this.last()
+    return last !== null && Number.isNaN(last.mid)
   }
 
   trim(now: number): void {

@@ -407,7 +407,14 @@ export function seriesVenues(): string[] {
 }
 
 function addPoint(key: string, msg: BboMsg, t: number): void {
-  if (!msg.bid || !msg.ask) return
+  if (!msg.bid || !msg.ask) {
+    const s = raw.series.get(key)
+    if (s !== undefined && !s.broken) {
+      s.cut(t) // not live: the line stops here rather than holding the last mid up to now
+      dirty.add('series')
+    }
+    return
+  }
   const bid = msg.bid[0]
   const ask = msg.ask[0]
   const mid = (bid + ask) / 2
@@ -469,9 +476,24 @@ function applyStatus(venue: string, body: VenueStatusBody): void {
   }
 }
 
+/** A venue the gateway no longer lists (it was switched off and the pipeline restarted). */
+function forgetVenue(venue: string): void {
+  raw.status.delete(venue)
+  delete raw.symbols[venue]
+  raw.bbo.delete(venue)
+  raw.series.delete(venue)
+  markDirty('status')
+  markDirty('bbo')
+  dirty.add('series')
+}
+
 function onStatus(msg: StatusMsg): void {
   if (msg.book === 'live' || msg.book === 'down') raw.book = msg.book
   if (msg.type === 'snapshot' && msg.venues && !Array.isArray(msg.venues)) {
+    const listed = new Set(Object.keys(msg.venues))
+    for (const venue of new Set([...raw.status.keys(), ...Object.keys(raw.symbols)])) {
+      if (!listed.has(venue)) forgetVenue(venue)
+    }
     for (const [venue, body] of Object.entries(msg.venues)) applyStatus(venue, body)
   } else if (typeof msg.venue === 'string' && msg.venue !== 'all') {
     applyStatus(msg.venue, msg)

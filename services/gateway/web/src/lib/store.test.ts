@@ -1,0 +1,59 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { _raw as raw, handleMessage, seriesOf, view } from './store'
+
+beforeAll(() => {
+  vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => setTimeout(() => cb(0), 0))
+  vi.useFakeTimers()
+})
+afterAll(() => {
+  vi.useRealTimers()
+  vi.unstubAllGlobals()
+})
+
+const status = (venues: Record<string, object>) => ({
+  type: 'snapshot',
+  channel: 'status',
+  venue: 'all',
+  book: 'live',
+  venues,
+})
+const live = (symbol: string) => ({ state: 'live', instruments: { [symbol]: 'live' } })
+const bbo = (venue: string, bid: number | null, ask: number | null) => ({
+  type: 'update',
+  channel: 'bbo',
+  venue,
+  symbol: 'BTC-USDT',
+  state: bid === null ? 'down' : 'live',
+  bid: bid === null ? null : [bid, 1],
+  ask: ask === null ? null : [ask, 1],
+})
+
+describe('store', () => {
+  it('forgets a venue a fresh status snapshot no longer lists', () => {
+    handleMessage(status({ binance: live('BTC-USDT'), okx: live('BTC-USDT') }) as never, 1000)
+    handleMessage(bbo('okx', 64000, 64001) as never, 1100)
+    expect(raw.bbo.has('okx')).toBe(true)
+    expect(view.venues.value).toContain('okx')
+    // the gateway restarted with okx switched off: its snapshot lists binance only
+    handleMessage(status({ binance: live('BTC-USDT') }) as never, 2000)
+    expect(raw.status.has('okx')).toBe(false)
+    expect(raw.bbo.has('okx')).toBe(false)
+    expect(seriesOf('okx')).toBeUndefined()
+    expect(view.venues.value).toEqual(['binance'])
+  })
+
+  it('ends the mid line when a book stops being live instead of holding it', () => {
+    vi.setSystemTime(1_000_000)
+    handleMessage(bbo('binance', 100, 101) as never, 0)
+    expect(seriesOf('binance')?.broken).toBe(false)
+    vi.setSystemTime(1_000_100) // same 250 ms bucket: the break is a point of its own
+    handleMessage(bbo('binance', null, null) as never, 0)
+    const s = seriesOf('binance')!
+    expect(s.broken).toBe(true)
+    expect(s.points().map((p) => p.t)).toEqual([1_000_000, 1_000_100])
+    vi.setSystemTime(1_000_150)
+    handleMessage(bbo('binance', 102, 103) as never, 0)
+    expect(s.broken).toBe(false)
+    expect(s.points().map((p) => p.mid)).toEqual([100.5, NaN, 102.5])
+  })
+})
