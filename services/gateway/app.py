@@ -28,6 +28,7 @@ log = logging.getLogger("flowbook.gateway")
 # topics are followed one by one while clients want them (services/gateway/demand.py).
 PREFIXES = ["bbo.", "trade.", "status.", "hb."]
 SHUTDOWN_GRACE_S = 3.0
+CATALOG_WAIT_S = 3.0
 
 
 class Gateway:
@@ -74,12 +75,31 @@ class Gateway:
         finally:
             client.detach()
 
+    async def _await_catalog(self, timeout_s: float) -> None:
+        """Listen once the book builder has sent every venue's status (its instruments), or
+        after ``timeout_s`` if it is down: clients reconnecting right after a gateway restart
+        would otherwise have their symbols checked against the configured guess
+        (``MarketState.symbols``) and get ``unknown_symbol`` for a real ``BASE-QUOTE-PERP``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        venues = [v.name for v in self.cfg.enabled_venues()]
+        while not all(v in self.state.status for v in venues):
+            if loop.time() - start >= timeout_s:
+                missing = [v for v in venues if v not in self.state.status]
+                log.warning(
+                    "no status yet for %s after %.1fs: listening anyway", missing, timeout_s
+                )
+                return
+            await asyncio.sleep(0.02)
+        log.info("venue statuses received in %.2fs", loop.time() - start)
+
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.subscriber.start(loop)
         ticks = loop.create_task(self.hub.run_ticks())
         try:
+            await self._await_catalog(CATALOG_WAIT_S)
             server = await serve(
                 self.handler,
                 s.host,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import signal
+import threading
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from tests.gateway_support import (
     clients,
     consolidated_msg,
     depth_msg,
+    http_get,
     trade_msg,
 )
 from tests.procs import processes, wait_until
@@ -580,6 +582,30 @@ def test_book_builder_down_and_back(tmp_path):
             assert env.get_json("/healthz")[0] == 200
             status, body = env.get_json("/api/book/binance/BTC-USDT")
             assert body["state"] == "live" and body["bids"][0] == [99.99, 1.0]
+        finally:
+            env.close()
+
+
+def test_a_started_gateway_listens_once_it_knows_the_venues_instruments(tmp_path):
+    """Clients reconnecting right after a gateway restart must not be checked against the
+    configured BASE-QUOTE guess: BTC-USDT-PERP exists only in the venue's status."""
+    with processes(tmp_path) as start:
+        env = make_env(tmp_path, start, EXTRA, book_first=False)
+        try:
+            book = env.start_book()  # no status yet: it comes 1.5 s after the gateway starts
+            env.proc = env._start(
+                "gateway", ["-m", "services.gateway", "--config", str(env.config)]
+            )
+            later = threading.Timer(
+                1.5, lambda: [book.set_status(v) for v in ("binance", "kraken")]
+            )
+            later.start()
+            wait_until(lambda: http_get(env.url + "/healthz")[0] == 200, 30, what="listening")
+            with clients(env) as (c,):
+                sub = {"op": "subscribe", "channel": "bbo", "venue": "binance"}
+                reply = c.request({**sub, "symbol": "BTC-USDT-PERP"})
+                assert reply["type"] == "subscribed", reply
+            later.join()
         finally:
             env.close()
 
