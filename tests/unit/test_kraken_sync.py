@@ -343,3 +343,22 @@ def test_parsed_levels_keep_exact_wire_digits():
     assert isinstance(upd, BookUpdate) and upd.checksum == 7 and not upd.is_snapshot
     assert upd.bids == [("29426.7", "4.00000000")] and upd.asks == [("29430.3", "0.00001000")]
     assert upd.ts_exch == 1690730998343415000
+
+
+def test_a_quantity_a_float_cannot_carry_keeps_every_digit_for_the_checksum():
+    """exchanges.md 3.2: parse with Decimal. 1000000000.12345678 (qty, 8 decimals) is above
+    2**53 / 10**8: as a float it prints 1000000000.12345684 and the checksum would fail."""
+    s = Session()
+    assert not isinstance(s.send("snapshot", BIDS, ASKS), Resync)
+    big = Decimal("1000000000.12345678")
+    s.ref.apply([(29430.2, big)], [])
+    crc = s.ref.checksum()
+    text = (
+        '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":'
+        '[{"price":29430.2,"qty":1000000000.12345678}],"asks":[],"checksum":CRC,'
+        '"timestamp":"2023-07-30T15:29:58.343415Z"}]}'
+    ).replace("CRC", str(crc))
+    (upd,) = s.plugin.parse(text.encode(), 0)
+    assert upd.bids == [("29430.2", "1000000000.12345678")]
+    assert not isinstance(s.m.feed(upd), Resync)
+    assert s.m.sync.state == "live"

@@ -10,6 +10,7 @@ Numbers: v2 sends JSON numbers (``0.00100000`` on the wire, ``0.001`` once decod
 is re-printed with the pair's precision (AssetPairs ``pair_decimals``/``lot_decimals``, or the v2
 ``instrument`` channel's ``price_precision``/``qty_precision``), which gives back the wire text
 exactly while ``value * 10**precision < 2**53``; the book keeps those strings for the checksum.
+A frame with a larger value (90M of an 8-decimal asset) is parsed again with Decimals.
 Trades: ``side`` is already the taker side.
 
 | channel     | variant        | role     | action                                   | evidence                 |
@@ -27,9 +28,11 @@ Trades: ``side`` is already the taker side.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -62,6 +65,10 @@ def asset_name(code: str, ws_part: str) -> str | None:
     if code != ws_part and not (code[:1] in ("X", "Z") and code[1:] == ws_part):
         return None
     return LEGACY_ASSETS.get(ws_part, ws_part)
+
+
+class _Inexact(Exception):
+    """A number a float cannot carry to the pair's precision: re-read the frame exactly."""
 
 
 def book_checksum(asks: Iterable[RawLevel], bids: Iterable[RawLevel]) -> int:
@@ -97,6 +104,7 @@ class KrakenSpot(VenuePlugin):
             raise ConfigError(f"[venues.{cfg.name}] depth must be one of {DEPTHS}, not {depth}")
         self.book_depth = depth
         self.precision: dict[str, tuple[int, int]] = {}  # v2 symbol -> (price, qty) decimals
+        self.exact_below: dict[str, tuple[float, float]] = {}  # floats print back exactly below
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata_requests(self) -> list[HttpRequest]:
@@ -130,6 +138,7 @@ class KrakenSpot(VenuePlugin):
             if base not in self.cfg.bases or quote != self.cfg.quote or status in NO_BOOK:
                 continue
             self.precision[native] = (pp, qp)
+            self.exact_below[native] = (2.0**53 / 10**pp, 2.0**53 / 10**qp)
             out.append(Instrument(self.venue, native, base, quote, "spot", pp, qp))
         return out
 
@@ -169,7 +178,10 @@ class KrakenSpot(VenuePlugin):
         handler = self._channels.get(channel)
         if handler is None:
             raise ParseError(f"unknown channel {channel!r}")
-        return handler(self, msg)
+        try:
+            return handler(self, msg)
+        except _Inexact:  # rare: keep every digit the venue sent, for the checksum
+            return handler(self, json.loads(frame, parse_float=Decimal))
 
     def _method(self, msg: dict[str, Any]) -> list[Event]:
         method = msg.get("method")
@@ -179,9 +191,15 @@ class KrakenSpot(VenuePlugin):
             raise ParseError(f"{method} refused: {msg.get('error')}")
         return []
 
-    def _levels(self, levels: list[dict[str, Any]], decimals: tuple[int, int]) -> list[RawLevel]:
-        pp, qp = decimals
-        return [(f"{lv['price']:.{pp}f}", f"{lv['qty']:.{qp}f}") for lv in levels]
+    def _levels(self, levels: list[dict[str, Any]], symbol: str) -> list[RawLevel]:
+        pp, qp = self.precision[symbol]
+        out = [(f"{lv['price']:.{pp}f}", f"{lv['qty']:.{qp}f}") for lv in levels]
+        p_max, q_max = self.exact_below[symbol]
+        for lv in levels:
+            p, q = lv["price"], lv["qty"]
+            if (p >= p_max or q >= q_max) and (type(p) is float or type(q) is float):
+                raise _Inexact
+        return out
 
     def _book(self, msg: dict[str, Any]) -> list[Event]:
         kind = msg["type"]
@@ -190,8 +208,7 @@ class KrakenSpot(VenuePlugin):
         out: list[Event] = []
         for d in msg["data"]:
             symbol = d["symbol"]
-            decimals = self.precision.get(symbol)
-            if decimals is None:
+            if symbol not in self.precision:
                 raise ParseError(f"book of {symbol!r}, a symbol without metadata")
             ts = d.get("timestamp")
             checksum = d["checksum"]
@@ -201,8 +218,8 @@ class KrakenSpot(VenuePlugin):
                 BookUpdate(
                     native=symbol,
                     is_snapshot=kind == "snapshot",
-                    bids=self._levels(d["bids"], decimals),
-                    asks=self._levels(d["asks"], decimals),
+                    bids=self._levels(d["bids"], symbol),
+                    asks=self._levels(d["asks"], symbol),
                     checksum=checksum,
                     ts_exch=rfc3339_ns(ts) if ts else None,
                 )
