@@ -38,7 +38,13 @@ class Gateway:
         self.state = MarketState.from_config(cfg, trades_ring=self.settings.trades_ring)
         self.stats = GatewayStats()
         self.hub = Hub(self.state, self.settings, self.stats)
-        self.collector = GatewayCollector(self.state, self.stats, self.hub.gauges, self.hub.proc)
+        self.collector = GatewayCollector(
+            self.state,
+            self.stats,
+            self.hub.gauges,
+            self.hub.proc,
+            bus_stats=lambda: self.subscriber.stats.as_dict(),
+        )
         self.registry = make_registry(self.collector)
         self.http = HttpApi(self.state, self.hub, self.stats, self.settings, self.registry)
         self.subscriber = Subscriber(

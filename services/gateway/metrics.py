@@ -160,11 +160,13 @@ class GatewayCollector:
         stats: GatewayStats,
         gauges: Callable[[], dict[str, float]],
         proc: ProcessStats | None = None,
+        bus_stats: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.state = state
         self.stats = stats
         self.gauges = gauges  # clients, subscriptions: live values from the hub
         self.proc = proc or ProcessStats()
+        self.bus_stats = bus_stats  # the gateway's own Subscriber of the book builder
 
     def collect(self) -> Iterator[Metric]:
         yield from self._venues()
@@ -333,6 +335,17 @@ class GatewayCollector:
         for kind, n in sorted(self.state.bus_messages.items()):
             bus.add_metric([kind], float(n))
         yield bus
+        sub = self.bus_stats() if self.bus_stats is not None else {}
+        for key, help_ in (
+            ("gaps", "Seq gaps in what the gateway received from the book builder (its SUB high-"
+             "water mark, a restart); depth/bbo are complete, so a gap is a missed step."),
+            ("resyncs", "Resyncs the gateway asked the book builder for."),
+            ("lost_trades", "Trades the gateway never received (gaps on trade topics)."),
+            ("decode_errors", "Bus frames the gateway could not decode."),
+        ):  # fmt: skip
+            c = CounterMetricFamily(f"flowbook_gateway_bus_{key}", help_)
+            c.add_metric([], float(sub.get(key, 0)))
+            yield c
         buckets, total_s, _ = latency_buckets(s.latency)
         hist = HistogramMetricFamily(
             "flowbook_gateway_send_latency_seconds",

@@ -15,8 +15,9 @@ from services.gateway.state import MarketState
 LAT = {"p50": 100.0, "p90": 200.0, "p99": 300.0, "p99.9": 400.0, "max": 500.0, "mean": 110.0}
 
 
-def scrape(state: MarketState, stats: GatewayStats) -> dict:
-    collector = GatewayCollector(state, stats, lambda: {"clients": 3.0, "subscriptions": 7.0})
+def scrape(state: MarketState, stats: GatewayStats, bus: dict | None = None) -> dict:
+    gauges = lambda: {"clients": 3.0, "subscriptions": 7.0}  # noqa: E731
+    collector = GatewayCollector(state, stats, gauges, bus_stats=lambda: bus or {})
     text = render(make_registry(collector)).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -69,7 +70,7 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
     stats = GatewayStats(messages_sent=10, dropped=2, slow_closed=1, errors={"bad_json": 4})
     for us in (40, 80, 3000, 2_000_000):
         stats.latency.record_ns(us * 1000)
-    f = scrape(state, stats)
+    f = scrape(state, stats, bus={"gaps": 2, "resyncs": 1, "lost_trades": 5, "messages": 9})
     assert value(f, "flowbook_venue_state", venue="binance", state="live") == 1
     assert value(f, "flowbook_venue_state", venue="kraken", state="down") == 1
     assert (
@@ -103,6 +104,10 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
     assert value(f, gc_runs, gc_runs + "_total", service="gateway", generation="0") >= 0
     assert value(f, "flowbook_book_up") == 1
     assert value(f, "flowbook_gateway_clients") == 3
+    assert value(f, "flowbook_gateway_bus_gaps", "flowbook_gateway_bus_gaps_total") == 2
+    assert (
+        value(f, "flowbook_gateway_bus_lost_trades", "flowbook_gateway_bus_lost_trades_total") == 5
+    )
     assert value(f, "flowbook_gateway_messages_sent", "flowbook_gateway_messages_sent_total") == 10
     assert value(f, "flowbook_gateway_client_errors", "flowbook_gateway_client_errors_total", code="bad_json") == 4  # fmt: skip
     hist = "flowbook_gateway_send_latency_seconds"
