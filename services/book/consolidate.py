@@ -12,7 +12,7 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
   a rate: the mid of the book ``[book] reference`` names for that quote (``{USDT =
   "kraken:USDT-USD"}``; an inverse book ``USD-USDT`` gives 1/mid), else 1 ("1:1"). Converted
   prices are rounded to 15 significant digits (float noise only; order is kept). If the
-  reference book is not live its last mid is used and marked ``"live": false``; before any mid
+  reference book is not live the last mid it had while live is used, marked ``"live": false``; before any mid
   was seen the rate is 1 with a ``"note"``. ``conversion`` states quote, rate and source for
   every included market. Sizes are base-asset quantities, never converted.
 * Levels. A ``depth.all`` level is ``[price, total, {venue: size}]``: the sizes of every
@@ -30,7 +30,8 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
   ingest publishes only uncrossed books.
 * Timing. ``depth.all`` is rebuilt at most once per ``depth_interval_ms`` per group (latest
   value, trailing publish), ``bbo.all`` on every change of an included market's top of book, of
-  inclusion or of a rate; each is published only when its content changed. Their ``ts_exch``,
+  inclusion or of a rate, and while crossed on every change of an included market's top N
+  levels (``crossed_size`` reads them); each is published only when its content changed. Their ``ts_exch``,
   ``ts_recv`` and ``ts_ingest_pub`` are those of the latest ingest message applied to an
   included market of the group.
 """
@@ -241,13 +242,22 @@ def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
 class Group:
     """The markets of one consolidated book and what was last published for it."""
 
-    __slots__ = ("members", "name", "ts", "unit")
+    __slots__ = ("crossed", "members", "name", "ts", "unit")
 
     def __init__(self, name: str, unit: str) -> None:
         self.name = name
         self.unit = unit
         self.members: dict[str, Mirror] = {}  # market key -> mirror
         self.ts: Timestamps = (None, None, None)
+        self.crossed = False  # as last built: crossed_size then depends on deeper levels too
+
+    def latest_ts(self) -> Timestamps:
+        """The timestamps of the included market that received the latest message."""
+        best: Timestamps = (None, None, None)
+        for m in self.members.values():
+            if m.live and (m.ts[1] or 0) > (best[1] or 0):
+                best = m.ts
+        return best
 
     def add(self, mirror: Mirror) -> None:
         assert mirror.market is not None

@@ -323,13 +323,17 @@ class Engine:
         if group is not None and (after[0] == LIVE or state_changed):
             if measure and after[0] == LIVE:
                 group.ts = m.ts
+            elif after[0] != LIVE:  # it left: the group's timestamps are its included markets'
+                group.ts = group.latest_ts()
             if depth:
                 self.touch(f"depth.all.{group.name}")
-            if top_changed:
+            # crossed_size reads every market's top levels: while crossed, a deeper change counts
+            if top_changed or (depth and group.crossed):
                 self._group_bbo(group)
         if top_changed and m.market is not None and not m.market.perp:
             quote = self.rates.ref_books.get((m.venue, m.symbol))
             if quote is not None:
+                self.rates.observe(quote)
                 self._rate_changed(quote)
         if state_changed:
             self._mark_status(m.venue)
@@ -384,6 +388,7 @@ class Engine:
     def _group_bbo(self, group: Group) -> None:
         topic = f"bbo.all.{group.name}"
         body = self.group_bbo(group)
+        group.crossed = bool(body.get("crossed"))
         key = tuple(v for k, v in body.items() if not k.startswith("ts_"))
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key

@@ -89,6 +89,14 @@ class Rates:
         rate = float(f"{rate:.12g}")
         return rate, {"quote": quote, "rate": rate, "source": ref.source, "live": live}
 
+    def observe(self, quote: str) -> None:
+        """The reference book of ``quote`` changed: remember its mid while it is live, so that
+        its last mid is known when it goes out, even if no market used the rate meanwhile."""
+        ref = self.refs.get(quote)
+        mid = self._mid(ref) if ref is not None else None
+        if mid is not None:
+            self.last[quote] = mid
+
     def _mid(self, ref: Reference) -> float | None:
         m = self.mirror_of(ref.venue, ref.symbol)
         if m is None or not m.live:

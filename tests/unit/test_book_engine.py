@@ -391,3 +391,49 @@ def test_mirror_trim_with_hysteresis_and_level_parsing() -> None:
         with pytest.raises(BadMessage):
             parse_levels(bad)
     assert parse_levels([[1, 2], [3.5, 0]]) == [(1.0, 2.0), (3.5, 0.0)]
+
+
+def test_crossed_size_follows_a_deeper_level_while_crossed() -> None:
+    """crossed_size reads every market's top levels: a new third ask that crosses binance's bid
+    changes it while no best bid or ask moved."""
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 5.0]], [[101.0, 1.0]])
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 1.0]], [[99.5, 1.0], [99.9, 1.0]], 1)
+    before = bus.last("bbo.all.BTC-USD")
+    assert before["crossed"] and before["crossed_size"] == 2.0
+    feed(engine, "kraken", "BTC-USD", "delta", [], [[99.95, 3.0]], 2)
+    assert bus.last("bbo.all.BTC-USD")["crossed_size"] == 5.0
+
+
+def test_a_reference_book_that_goes_out_leaves_its_last_mid_as_the_rate() -> None:
+    ref = {"USDT": "kraken:USDT-USD"}
+    syncing = {"type": "state", "venue": "kraken", "symbol": "USDT-USD", "state": "syncing"}
+    # its mid was seen while no USDT market was included
+    engine, bus = make(ref)
+    feed(engine, "kraken", "USDT-USD", "snapshot", [[0.98, 1e6]], [[0.99, 1e6]])
+    engine.on_message("kraken", "book.kraken.USDT-USD", syncing)
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]], 1)
+    b = bus.last("bbo.all.BTC-USD")
+    assert b["bid"][0] == 98.5 and b["conversion"]["binance:BTC-USDT"]["live"] is False
+    # its mid moved while the USDT market was out: the latest mid, not the one last used
+    engine, bus = make(ref)
+    binance_out = {**syncing, "venue": "binance", "symbol": "BTC-USDT"}
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]], 0)
+    feed(engine, "kraken", "USDT-USD", "snapshot", [[0.99, 1e6]], [[1.01, 1e6]], 1)
+    engine.on_message("binance", "book.binance.BTC-USDT", binance_out)
+    moved = [[0.99, 0], [0.97, 1e6]], [[1.01, 0], [0.98, 1e6]]
+    feed(engine, "kraken", "USDT-USD", "delta", *moved, 2)
+    engine.on_message("kraken", "book.kraken.USDT-USD", syncing)
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]], 3)
+    assert bus.last("bbo.all.BTC-USD")["bid"][0] == 97.5
+
+
+def test_group_timestamps_are_those_of_a_market_still_included() -> None:
+    engine, bus = make()
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 1.0]], [[100.0, 1.0]], 1)
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.5, 1.0]], [[100.5, 1.0]], 5)
+    out = {"type": "state", "venue": "binance", "symbol": "BTC-USDT", "state": "syncing"}
+    engine.on_message("binance", "book.binance.BTC-USDT", {**out, "ts_recv": T0 + 1009})
+    b = bus.last("bbo.all.BTC-USD")
+    assert b["venues"] == ["kraken"] and b["bid"] == [99.0, 1.0, "kraken"]
+    assert (b["ts_exch"], b["ts_recv"]) == (T0 + 1, T0 + 1001)  # kraken's, not binance's
