@@ -28,7 +28,6 @@ log = logging.getLogger("flowbook.gateway")
 # topics are followed one by one while clients want them (services/gateway/demand.py).
 PREFIXES = ["bbo.", "trade.", "status.", "hb."]
 SHUTDOWN_GRACE_S = 3.0
-CATALOG_WAIT_S = 3.0
 
 
 class Gateway:
@@ -105,7 +104,7 @@ class Gateway:
         self.subscriber.start(loop)
         ticks = loop.create_task(self.hub.run_ticks())
         try:
-            await self._await_catalog(CATALOG_WAIT_S)
+            await self._await_catalog(s.catalog_wait_s)
             server = await serve(
                 self.handler,
                 s.host,

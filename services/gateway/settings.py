@@ -47,6 +47,7 @@ class Settings:
     stale_after_s: float = 3.0  # from [book] stale_after_s: a venue status older is "stale"
     stats_interval_s: float = 1.0
     snapshot_wait_s: float = 2.0  # a depth topic not followed yet: its snapshot waits this long
+    catalog_wait_s: float = 3.0  # at start: listen once every venue's status came, or after this
     web_dir: Path = DEFAULT_WEB_DIR
     quote_groups: tuple[tuple[str, ...], ...] = (("USD", "USDT", "USDC"),)
 
@@ -71,6 +72,7 @@ _POSITIVE_FLOAT = {
     "ping_timeout_s",
     "stats_interval_s",
     "snapshot_wait_s",
+    "catalog_wait_s",
 }
 _BOOL = {"compression"}
 

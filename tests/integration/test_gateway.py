@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import signal
-import threading
 import time
 
 import pytest
@@ -590,22 +589,22 @@ def test_a_started_gateway_listens_once_it_knows_the_venues_instruments(tmp_path
     """Clients reconnecting right after a gateway restart must not be checked against the
     configured BASE-QUOTE guess: BTC-USDT-PERP exists only in the venue's status."""
     with processes(tmp_path) as start:
-        env = make_env(tmp_path, start, EXTRA, book_first=False)
+        env = make_env(tmp_path, start, EXTRA + "catalog_wait_s = 60\n", book_first=False)
         try:
-            book = env.start_book()  # no status yet: it comes 1.5 s after the gateway starts
+            book = env.start_book()  # no venue status yet
             env.proc = env._start(
                 "gateway", ["-m", "services.gateway", "--config", str(env.config)]
             )
-            later = threading.Timer(
-                1.5, lambda: [book.set_status(v) for v in ("binance", "kraken")]
-            )
-            later.start()
+            wait_until(lambda: book.resyncs, 30, what="the gateway following the book builder")
+            with pytest.raises(OSError):  # it knows no instruments yet: not listening
+                http_get(env.url + "/healthz")
+            for venue in ("binance", "kraken"):
+                book.set_status(venue)
             wait_until(lambda: http_get(env.url + "/healthz")[0] == 200, 30, what="listening")
             with clients(env) as (c,):
                 sub = {"op": "subscribe", "channel": "bbo", "venue": "binance"}
                 reply = c.request({**sub, "symbol": "BTC-USDT-PERP"})
                 assert reply["type"] == "subscribed", reply
-            later.join()
         finally:
             env.close()
 
