@@ -352,6 +352,16 @@ def test_rate_limit(tmp_path):
                 assert 60 - len(limited) <= 10 + 10 * window_s + 1
                 wait_until(c.ping_ok, 15, what="a ping answered once the bucket refilled")
                 assert env.proc.alive()
+            with clients(env, 2) as (flood, other):
+                # ten times the limit within a second: closed with 1008 (policy), others served
+                with pytest.raises(ConnectionClosed) as info:
+                    for _ in range(1000):
+                        flood.send(b'{"op":"ping"}')
+                    for _ in range(2000):
+                        flood.recv(10)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+                assert "flooding" in info.value.rcvd.reason
+                assert other.ping_ok()
         finally:
             env.close()
 
