@@ -27,8 +27,10 @@ from typing import Any
 
 import pytest
 
+from common.config import load
 from tests.browser.conftest import PageLog
 from tests.procs import Proc, free_port, processes, venue_section, wait_until, write_config
+from tests.simctl import SimControl
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -270,6 +272,17 @@ class TestRealStack:
         # venues' books may cross each other (the simulator's venues drift apart a little)
         check_sane(rows, ref_mid, crossed_ok=len(stack.venues) > 1)
         check_totals(rows)
+        # the market frozen, the ladder shows exactly the consolidated book the gateway holds
+        sim = SimControl(load(stack.cfg).simulator["control_port"])
+        sim.pause()
+        try:
+            wait_until(
+                lambda: ladder_equals_book(ladder(page), stack.url),
+                UI_S,
+                what="ladder rows == /api/book/all/BTC-USD levels",
+            )
+        finally:
+            sim.resume()
         assert page.locator("[data-testid=instrument]").inner_text() == "BTC-USD"
         # every spot venue is in the consolidated book and has a top of book in the venue panel
         spot = [v for v in stack.venues if v != "binance-perp"]
@@ -425,6 +438,23 @@ def fake_page(browser: Any, fake: str) -> Iterator[tuple[Any, PageLog]]:
     ctx, page, log = new_page(browser, fake + "/")
     yield page, log
     ctx.close()
+
+
+def ladder_equals_book(rows: list[dict[str, Any]], url: str) -> bool:
+    """Each side's rows, best first, are the best levels of the gateway's consolidated book:
+    same prices, same totals, same venues' sizes."""
+    ref = http_json(f"{url}/api/book/all/BTC-USD?depth=50")
+    for side, levels in (("bid", ref["bids"]), ("ask", ref["asks"])):
+        shown = [r for r in rows if r["side"] == side]
+        shown.sort(key=lambda r: r["price"], reverse=side == "bid")
+        if not shown or len(shown) > len(levels):
+            return False
+        for r, (price, total, per) in zip(shown, levels, strict=False):
+            if r["price"] != price or r["total"] != pytest.approx(total, rel=1e-12):
+                return False
+            if dict(r["segs"]) != pytest.approx(per, rel=1e-12):
+                return False
+    return True
 
 
 def check_totals(rows: list[dict[str, Any]], hidden: set[str] = frozenset()) -> None:
