@@ -119,7 +119,7 @@ class PageLog:
             lambda m: (
                 self.errors.append(f"console.{m.type}: {m.text}")
                 if m.type == "error"
-                and "WebSocket" not in m.text
+                and not ("WebSocket connection to" in m.text and "failed" in m.text)
                 and "Failed to load resource" not in m.text
                 else None
             ),

@@ -68,8 +68,8 @@ def test_snapshot_replaces_the_book_and_keeps_the_exchange_strings():
     assert book.best_bid() == (100.0, 1.5) and book.best_ask() == (100.5, 0.25)
     assert book.top_raw(2) == ([("100.0", "1.5"), ("99.5", "2")], [("100.5", "0.25"), ("101", "3")])
     assert m.sync.last_id == 10 and m.sync.state == "live"
-    assert m.update(15, 10, bids=[["99.5", "0", "0", "0"]]) is not None
-    assert m.snapshot(seq=40) is not None  # a new snapshot discards the old book
+    assert isinstance(m.update(15, 10, bids=[["99.5", "0", "0", "0"]]), Publish)
+    assert isinstance(m.snapshot(seq=40), Publish)  # a new snapshot discards the old book
     assert len(m.sync.book.bids) == 2 and m.sync.last_id == 40
 
 
