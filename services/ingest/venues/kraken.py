@@ -138,7 +138,6 @@ class KrakenSpot(VenuePlugin):
             if base not in self.cfg.bases or quote != self.cfg.quote or status in NO_BOOK:
                 continue
             self.precision[native] = (pp, qp)
-            self.exact_below[native] = (2.0**53 / 10**pp, 2.0**53 / 10**qp)
             out.append(Instrument(self.venue, native, base, quote, "spot", pp, qp))
         return out
 
@@ -194,7 +193,10 @@ class KrakenSpot(VenuePlugin):
     def _levels(self, levels: list[dict[str, Any]], symbol: str) -> list[RawLevel]:
         pp, qp = self.precision[symbol]
         out = [(f"{lv['price']:.{pp}f}", f"{lv['qty']:.{qp}f}") for lv in levels]
-        p_max, q_max = self.exact_below[symbol]
+        bounds = self.exact_below.get(symbol)
+        if bounds is None:
+            bounds = self.exact_below[symbol] = (2.0**53 / 10**pp, 2.0**53 / 10**qp)
+        p_max, q_max = bounds
         for lv in levels:
             p, q = lv["price"], lv["qty"]
             if (p >= p_max or q >= q_max) and (type(p) is float or type(q) is float):
