@@ -242,14 +242,16 @@ def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
 class Group:
     """The markets of one consolidated book and what was last published for it."""
 
-    __slots__ = ("crossed", "members", "name", "ts", "unit")
+    __slots__ = ("cross", "members", "name", "ts", "unit")
 
     def __init__(self, name: str, unit: str) -> None:
         self.name = name
         self.unit = unit
         self.members: dict[str, Mirror] = {}  # market key -> mirror
         self.ts: Timestamps = (None, None, None)
-        self.crossed = False  # as last built: crossed_size then depends on deeper levels too
+        # (best ask, best bid) as last built if crossed: crossed_size then depends on the levels
+        # between them, not only on the best prices
+        self.cross: tuple[float, float] | None = None
 
     def latest_ts(self) -> Timestamps:
         """The timestamps of the included market that received the latest message."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.book import Level
 from common.metrics import LatencyHistogram
 from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import Group, spread_bps
@@ -179,7 +180,11 @@ class Engine:
             if not m.covers_depth():
                 self._lost_sync(m, f"book.{venue}.{symbol}", "top levels reach past the trim")
                 return
-            self._changed(m, before, measure=True, depth=m.top_changed)
+            group = self.groups.get(m.group) if m.group else None
+            crossing = group is not None and group.cross is not None
+            if crossing:
+                crossing = self._touches_cross(group, m, bids, asks)
+            self._changed(m, before, measure=True, depth=m.top_changed, crossing=crossing)
             return
         elif kind == "snapshot":
             bids = parse_levels(msg.get("bids", []))
@@ -308,10 +313,26 @@ class Engine:
         if isinstance(ts_pub, int) and isinstance(ts_ing, int):
             hists["ingest_pub_to_pub"].record_ns(max(ts_pub - ts_ing, 0))
 
+    def _touches_cross(self, group: Group, m: Mirror, bids: list[Level], asks: list[Level]) -> bool:
+        """A delta of ``m`` has a level in the crossing region of its crossed group (a bid at or
+        above the group's best ask, an ask at or below its best bid): only those levels count in
+        ``crossed_size``. Prices converted like the group's; a hair of tolerance for rounding."""
+        assert group.cross is not None
+        best_ask, best_bid = group.cross
+        rate = self._rate_fn(group)(m)[0] if m.market and m.market.quote != group.unit else 1.0
+        lo, hi = best_ask * (1 - 1e-12), best_bid * (1 + 1e-12)
+        return any(p * rate >= lo for p, _ in bids) or any(p * rate <= hi for p, _ in asks)
+
     def _changed(
-        self, m: Mirror, before: tuple[Any, ...], measure: bool = False, depth: bool = True
+        self,
+        m: Mirror,
+        before: tuple[Any, ...],
+        measure: bool = False,
+        depth: bool = True,
+        crossing: bool = True,
     ) -> None:
-        """Publish what a change of mirror ``m`` implies (``depth``: its top levels changed)."""
+        """Publish what a change of mirror ``m`` implies (``depth``: its top levels changed;
+        ``crossing``: a level in its group's crossing region may have changed)."""
         after = m.top_key()
         top_changed = after != before
         state_changed = after[0] != before[0]
@@ -327,8 +348,9 @@ class Engine:
                 group.ts = group.latest_ts()
             if depth:
                 self.touch(f"depth.all.{group.name}")
-            # crossed_size reads every market's top levels: while crossed, a deeper change counts
-            if top_changed or (depth and group.crossed):
+            # crossed_size reads the crossing levels of every market: while crossed, a change
+            # there counts even if no best price moved
+            if top_changed or (depth and crossing and group.cross is not None):
                 self._group_bbo(group)
         if top_changed and m.market is not None and not m.market.perp:
             quote = self.rates.ref_books.get((m.venue, m.symbol))
@@ -388,7 +410,7 @@ class Engine:
     def _group_bbo(self, group: Group) -> None:
         topic = f"bbo.all.{group.name}"
         body = self.group_bbo(group)
-        group.crossed = bool(body.get("crossed"))
+        group.cross = (body["ask"][0], body["bid"][0]) if body.get("crossed") else None
         key = tuple(v for k, v in body.items() if not k.startswith("ts_"))
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
