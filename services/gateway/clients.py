@@ -29,6 +29,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from common.wsbatch import send_texts
 from services.gateway import protocol
 from services.gateway.protocol import ProtocolError, Subscribe
 
@@ -439,18 +440,7 @@ class Client:
                     if not frames:
                         continue
                     self.blocked_since = time.monotonic()
-                    async with ws.send_context():
-                        protocol = ws.protocol
-                        for data in frames:
-                            protocol.send_text(data)
-                        out = protocol.data_to_send()
-                        # a transport already closing: the next send_context raises
-                        # ConnectionClosed once the loss is processed
-                        written = not ws.transport.is_closing()
-                        if written:
-                            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
-                        del out
-                    if written:
+                    if await send_texts(ws, frames):
                         self.sent += len(frames)
                         self.stats.messages_sent += len(frames)
                         self.stats.bytes_sent += sum(map(len, frames))

@@ -2,6 +2,8 @@
 
 Frames are queued synchronously by the market pump (many per asyncio tick) and written by one
 writer task per client, so the pump never awaits a socket and a slow client only delays itself.
+What was queued since its last wake-up goes out in one write (up to ``CHUNK_BYTES``), as an
+exchange sends the messages of one batch: one syscall a frame was 39% of a simulator's CPU.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from common.wsbatch import send_texts
+
 from .faults import Stalls
 
 log = logging.getLogger("simulator.clients")
 
 MAX_QUEUE = 200_000  # frames; a client this far behind is disconnected like a slow consumer
+CHUNK_BYTES = 256 * 1024  # frames written at once, at most (and at least one)
 
 
 class Client:
@@ -80,9 +85,14 @@ class Client:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while queue:
-                    await conn.send(queue.popleft(), text=True)
-                    self.stats.messages_sent += 1
+                while queue:  # what the pump queued since the last wake-up, in few writes
+                    batch = [queue.popleft()]
+                    size = len(batch[0])
+                    while queue and size < CHUNK_BYTES:
+                        batch.append(queue.popleft())
+                        size += len(batch[-1])
+                    if await send_texts(conn, batch):
+                        self.stats.messages_sent += len(batch)
                 if self._close is not None:
                     await conn.close(*self._close)
                     return

@@ -1,6 +1,6 @@
 """flowbook benchmark: stage latencies, throughput ceiling and a side-by-side with cryptofeed.
 
-``python -m tests.bench.run [--steps 1000,2000,3000,4000,5000,10000,20000,40000] [--duration 10]
+``python -m tests.bench.run [--steps 1000,2000,3000,4000,5000,6000,8000,10000,20000,40000] [--duration 10]
 [--venues all|binance,...] [--bases BTC,ETH,...]`` (``make bench BENCH_ARGS="..."``).
 
 1. Writes a config on free loopback ports and starts the simulator (one process per venue by
@@ -69,7 +69,7 @@ from tests.bench.stack import (
 )
 from tests.procs import BASES, ROOT, wait_until
 
-DEFAULT_STEPS = "1000,2000,3000,4000,5000,10000,20000,40000"
+DEFAULT_STEPS = "1000,2000,3000,4000,5000,6000,8000,10000,20000,40000"
 CF_VENUES = ("binance", "bybit", "coinbase")
 E2E_P99_LIMIT_US = 5000.0
 LOAD_APPLIED = 0.90  # the simulators must send at least this share of the target
