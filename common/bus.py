@@ -565,6 +565,13 @@ class Subscriber:
             if (state is None or state.usable) and t not in self._awaiting:
                 link.pending.pop(t, None)
 
+    def refresh(self) -> None:
+        """Ask every publisher again for the current state of everything followed (heartbeats
+        aside), e.g. after it was silent: what it holds may differ from what we last got."""
+        for link in self.links:
+            if link.joined:
+                self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
+
     def resync(self, topic: str, reason: str) -> None:
         """Declare a topic's copy unusable (e.g. the consumer could not apply a message) and ask
         its publisher for a snapshot."""

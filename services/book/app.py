@@ -40,8 +40,12 @@ def settings_from(cfg: Config) -> Settings:
     book = cfg.book
     where = f"{cfg.path} [book]"
     keep = book.options.get("keep_levels", book.depth * KEEP_FACTOR)
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < book.depth:
-        raise ConfigError(f"{where}: keep_levels must be an integer >= depth ({book.depth})")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 2 * book.depth:
+        # the margin past the published depth: a trimmed book is resnapshotted when its top
+        # `depth` levels reach the cut, which with keep == depth would be at every delete
+        raise ConfigError(
+            f"{where}: keep_levels must be an integer >= 2 x depth ({2 * book.depth})"
+        )
     refs = parse_references(book.options.get("reference"), f"{where} reference")
     names = {v.name for v in cfg.enabled_venues()}
     if "all" in names:

@@ -63,6 +63,8 @@ class Gateway:
 
     def _on_upstream(self, name: str, alive: bool) -> None:
         self.hub.on_book(name, alive)
+        if alive:  # the prices held from before are not vouched for until sent again
+            self.subscriber.refresh()
 
     async def handler(self, ws: ServerConnection) -> None:
         """One WebSocket connection: read requests until it closes; the writer is separate."""
@@ -80,7 +82,7 @@ class Gateway:
         finally:
             client.detach()
 
-    async def _await_catalog(self, timeout_s: float) -> None:
+    async def _await_catalog(self, timeout_s: float, stop: asyncio.Event) -> None:
         """Listen once the book builder has sent every venue's status (its instruments), or
         after ``timeout_s`` if it is down: clients reconnecting right after a gateway restart
         would otherwise have their symbols checked against the configured guess
@@ -89,6 +91,8 @@ class Gateway:
         start = loop.time()
         venues = [v.name for v in self.cfg.enabled_venues()]
         while not all(v in self.state.status for v in venues):
+            if stop.is_set():
+                return
             if loop.time() - start >= timeout_s:
                 missing = [v for v in venues if v not in self.state.status]
                 log.warning(
@@ -104,7 +108,9 @@ class Gateway:
         self.subscriber.start(loop)
         ticks = loop.create_task(self.hub.run_ticks())
         try:
-            await self._await_catalog(s.catalog_wait_s)
+            await self._await_catalog(s.catalog_wait_s, stop)
+            if stop.is_set():
+                return
             server = await serve(
                 self.handler,
                 s.host,

@@ -146,12 +146,12 @@ class Hub:
         if self.state.set_book_alive(alive):
             log.warning("book builder (%s) is %s", name, "live" if alive else "down")
             self.check_status()
-            self._reoffer_books()
+            if not alive:
+                self._reoffer_books()
 
     def _reoffer_books(self) -> None:
-        """Book builder down or back: every depth/bbo subscriber gets its topic as it may now be
-        shown (prices withheld, or the latest again: a quiet book would otherwise stay shown
-        down until it next changes)."""
+        """Book builder down: every depth/bbo subscriber gets its topic with the prices withheld.
+        Each comes back when the book builder sends it again (the gateway asks it to)."""
         for key, subs in list(self.index.items()):
             kind = key.partition(".")[0]
             if kind != "depth" and kind != "bbo":

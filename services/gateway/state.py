@@ -86,6 +86,9 @@ class MarketState:
         self.hb_at: dict[str, float] = {}
         self.book_alive = False
         self.book_changed_at = time.monotonic()
+        # depth/bbo topics held from before the book builder last went down: withheld until it
+        # sends them again (a restarted builder may never send a book it no longer has)
+        self.unvouched: set[str] = set()
         self.config_symbols: dict[str, set[str]] = {v: set(s) for v, s in venues}
         self.seen_symbols: dict[str, set[str]] = {}  # venue (or "all") -> symbols on the bus
         self.bus_messages: dict[str, int] = {}  # kind -> count
@@ -114,6 +117,9 @@ class MarketState:
             self._see(venue, symbol)
             prev = self.latest.get(topic)
             self.latest[topic] = msg
+            if topic in self.unvouched:  # sent again: news even if the data is the same
+                self.unvouched.discard(topic)
+                return True
             if prev is not None and _same_data(prev, msg):
                 self.duplicates += 1
                 return False
@@ -141,10 +147,11 @@ class MarketState:
 
     def served(self, topic: str) -> dict[str, Any] | None:
         """The latest ``depth.*``/``bbo.*`` message as clients may see it: while the book builder
-        is down nothing vouches for its prices, so they are withheld and ``state`` is ``down``
-        (the gateway never hands out a frozen book marked ``live``)."""
+        is down, and after until it sends that topic again, nothing vouches for its prices, so
+        they are withheld and ``state`` is ``down`` (the gateway never hands out a frozen book
+        marked ``live``)."""
         msg = self.latest.get(topic)
-        if msg is None or self.book_alive:
+        if msg is None or (self.book_alive and topic not in self.unvouched):
             return msg
         out = {**msg, "state": "down", "reason": BOOK_DOWN_REASON}
         for key, empty in _WITHHELD.items():
@@ -194,6 +201,8 @@ class MarketState:
         if alive == self.book_alive:
             return False
         self.book_alive = alive
+        if not alive:
+            self.unvouched = set(self.latest)
         self.book_changed_at = time.monotonic()
         return True
 

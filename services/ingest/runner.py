@@ -76,6 +76,8 @@ class IngestRunner:
         self.proc = ProcessStats()
         self._tasks: set[asyncio.Task] = set()
         self._conns: dict[str, _Conn] = {}  # native symbol -> its open connection
+        # kept across connections: where a retry is a reconnect (Coinbase), its back-off holds
+        self.sync_waits = SyncWaits(plugin.sync_timeout_s)
 
     # -- start-up ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -222,7 +224,7 @@ class IngestRunner:
         spec, ws = conn.spec, conn.ws
         opened = last_ping = time.monotonic()
         plugin = self.plugin
-        waits = SyncWaits(plugin.sync_timeout_s)
+        waits = self.sync_waits
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()

@@ -75,11 +75,12 @@ class InstrumentSync:
 
     def on_update(self, upd: BookUpdate) -> Publish | Resync | None:
         """What to do after ``upd``. An update whose levels or ids cannot be applied (a price
-        that is not a number, a string id) leaves the book half-changed: it is reset and
-        resynced (kind ``malformed``), never published, never raised to the runner."""
+        that is not a number, a string id: ValueError, TypeError) leaves the book half-changed:
+        it is reset and resynced (kind ``malformed``), never published. Other exceptions are
+        bugs and are raised."""
         try:
             return self._on_update(upd)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        except (ValueError, TypeError) as exc:  # bad values; a plugin's KeyError is a bug
             return self._fail("malformed", f"update not applicable ({type(exc).__name__}: {exc})")
 
     def _on_update(self, upd: BookUpdate) -> Publish | Resync | None:

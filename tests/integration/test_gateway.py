@@ -557,6 +557,7 @@ def test_book_builder_down_and_back(tmp_path):
             wait_until(lambda: env.get_json("/healthz")[0] == 200, 30, what="healthy")
             book.publish("bbo.binance.BTC-USDT", bbo_msg("binance", "BTC-USDT", 99.5, 100.5))
             book.publish("depth.binance.BTC-USDT", depth_msg("binance", "BTC-USDT", 100.0))
+            book.publish("bbo.kraken.BTC-USD", bbo_msg("kraken", "BTC-USD", 99.0, 101.0))
             wait_until(lambda: env.get("/api/book/binance/BTC-USDT")[0] == 200, 15, what="depth")
             bbo_sub = {
                 "op": "subscribe",
@@ -582,10 +583,16 @@ def test_book_builder_down_and_back(tmp_path):
                 assert snap["state"] == "down" and snap["bid"] is None
                 status, body = env.get_json("/api/book/binance/BTC-USDT")
                 assert status == 200 and body["state"] == "down" and body["bids"] == []
+                # back without kraken's book (say its ingest is still down): that one is not
+                # vouched for again, so it stays withheld; binance's comes back when resent
+                book.call(lambda: book.latest.pop("bbo.kraken.BTC-USD"))
                 book.heartbeats = True
                 c.expect(is_("update", channel="status", venue="binance", state="live"), 20)
                 back = d.expect(is_("update", channel="bbo", state="live"), 20)
                 assert back["bid"] == [99.5, 1.5]  # a quiet book is shown again at once
+                late.request({**bbo_sub, "venue": "kraken", "symbol": "BTC-USD"})
+                kraken = late.expect(is_("snapshot", channel="bbo", venue="kraken"))
+                assert kraken["state"] == "down" and kraken["bid"] is None, kraken
             assert env.get_json("/healthz")[0] == 200
             status, body = env.get_json("/api/book/binance/BTC-USDT")
             assert body["state"] == "live" and body["bids"][0] == [99.99, 1.0]

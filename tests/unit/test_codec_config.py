@@ -112,3 +112,15 @@ def test_plugin_keys_are_checked_when_the_plugin_loads(tmp_path, extra, error):
     cfg = load(path, environ={})
     with pytest.raises(ConfigError, match=error):
         load_plugin(cfg.venues["kraken"])
+
+
+def test_keep_levels_needs_a_margin_past_the_published_depth(tmp_path):
+    """keep_levels == depth would resnapshot a trimmed book at every delete among its top."""
+    from services.book.app import settings_from
+
+    path = tmp_path / "c.toml"
+    path.write_text(BOOK + "depth = 50\nkeep_levels = 50\n" + VENUE)
+    with pytest.raises(ConfigError, match=r"keep_levels must be an integer >= 2 x depth \(100\)"):
+        settings_from(load(path, environ={}))
+    path.write_text(BOOK + "depth = 50\nkeep_levels = 100\n" + VENUE)
+    assert settings_from(load(path, environ={})).keep == 100
