@@ -90,6 +90,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         start = loop.time()
         venues = [v.name for v in self.cfg.enabled_venues()]
+        log.info("waiting up to %.1fs for the venues' statuses before listening", timeout_s)
         while not all(v in self.state.status for v in venues):
             if stop.is_set():
                 return

@@ -624,6 +624,21 @@ def test_a_started_gateway_listens_once_it_knows_the_venues_instruments(tmp_path
             env.close()
 
 
+def test_sigterm_while_waiting_for_the_book_builder_exits_at_once(tmp_path):
+    with processes(tmp_path) as start:
+        env = make_env(tmp_path, start, EXTRA + "catalog_wait_s = 60\n", book_first=False)
+        try:
+            env.proc = env._start(
+                "gateway", ["-m", "services.gateway", "--config", str(env.config)]
+            )
+            wait_until(lambda: "statuses before listening" in env.proc.log_text(), 30)
+            env.proc.popen.send_signal(signal.SIGTERM)
+            assert env.proc.popen.wait(15) == 0  # not after catalog_wait_s
+            assert "listening on" not in env.proc.log_text()
+        finally:
+            env.close()
+
+
 def test_sigterm_closes_clients_and_exits_cleanly(env):
     with clients(env) as (c,):
         c.request({"op": "subscribe", "channel": "trades", "venue": "all"})

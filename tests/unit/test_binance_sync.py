@@ -209,3 +209,17 @@ def test_sync_waits_ask_again_after_the_timeout_then_back_off():
     for t in range(20):
         waits.overdue("ETH", False, 1, 0.0 + t * 1000)
     assert waits._since["ETH"][2] == MAX_SYNC_WAIT_S
+
+
+def test_a_plugin_bug_is_raised_not_taken_for_bad_exchange_data():
+    """Only bad values (ValueError, TypeError) make a 'malformed' resync; a KeyError in a
+    plugin's own code is a bug, raised so that it shows instead of resyncing in a loop."""
+    plugin = plugin_for("binance")
+
+    def verify_with_a_bug(inst, book, upd):
+        raise KeyError("precision of an unknown symbol")
+
+    plugin.verify = verify_with_a_bug
+    m = SyncLog(sync_for(plugin, "BTCUSDT", "BTC", "USDT"))
+    with pytest.raises(KeyError):
+        m.feed(snapshot(1000, BIDS, ASKS))
