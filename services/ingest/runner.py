@@ -35,7 +35,7 @@ from common.model import (
 from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
 from services.ingest.rest import RestClient, RestError
-from services.ingest.sync import InstrumentSync, Publish, Resync, SyncWaits
+from services.ingest.sync import InstrumentSync, Publish, Resync, ResyncPace, SyncWaits
 from services.ingest.venue import VenuePlugin
 
 log = logging.getLogger("flowbook.ingest")
@@ -78,6 +78,7 @@ class IngestRunner:
         self._conns: dict[str, _Conn] = {}  # native symbol -> its open connection
         # kept across connections: where a retry is a reconnect (Coinbase), its back-off holds
         self.sync_waits = SyncWaits(plugin.sync_timeout_s)
+        self.resync_pace = ResyncPace()
 
     # -- start-up ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -289,12 +290,32 @@ class IngestRunner:
                 )
             self.latency.record_ns(time.time_ns() - ts_recv)
             return
-        log.warning("%s %s: %s (%s): resync", self.venue, inst.symbol, action.kind, action.reason)
         if action.kind == "malformed":
             self.parse_errors += 1
         self._publish_state(sync, action.kind, ts_recv)
+        delay = self.resync_pace.delay(inst.native, time.monotonic())
+        log.warning(
+            "%s %s: %s (%s): resync%s",
+            self.venue,
+            inst.symbol,
+            action.kind,
+            action.reason,
+            f" in {delay:g}s (this book keeps failing)" if delay else "",
+        )
+        if delay:
+            sync.counters.resyncs_delayed += 1
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay, self._resync, sync, sync.generation)
+        else:
+            self._resync(sync, sync.generation)
+
+    def _resync(self, sync: InstrumentSync, generation: int) -> None:
+        """Get a fresh snapshot of a book reset at ``generation`` (not if it was reset again
+        since: a reconnect brings its own)."""
+        if sync.generation != generation:
+            return
         if sync.rest_mode:
-            if self._conns.get(inst.native) is not None:
+            if self._conns.get(sync.inst.native) is not None:
                 self._request_snapshot(sync)
         else:
             self._resubscribe(sync)
@@ -461,6 +482,7 @@ class IngestRunner:
                 "checksum_failures": c.checksum_failures,
                 "crossed": c.crossed,
                 "sync_retries": c.sync_retries,
+                "resyncs_delayed": c.resyncs_delayed,
                 "bids": len(sync.book.bids),
                 "asks": len(sync.book.asks),
             }

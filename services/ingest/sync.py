@@ -16,6 +16,9 @@ from services.ingest.venue import VenuePlugin, Verdict
 
 MAX_BUFFERED = 5000
 MAX_SYNC_WAIT_S = 600.0
+RESYNC_WINDOW_S = 60.0  # resyncs of one book counted over this window
+RESYNC_FREE = 3  # that many in the window go at once; then 1 s, 2 s, ... up to MAX_RESYNC_DELAY_S
+MAX_RESYNC_DELAY_S = 20.0
 
 
 @dataclass(slots=True)
@@ -46,6 +49,7 @@ class SyncCounters:
     stale_snapshots: int = 0
     malformed: int = 0
     sync_retries: int = 0
+    resyncs_delayed: int = 0
 
 
 class InstrumentSync:
@@ -214,3 +218,22 @@ class SyncWaits:
             return None
         self._since[key] = (generation, now, min(wait * 2, MAX_SYNC_WAIT_S))
         return now - since
+
+
+class ResyncPace:
+    """How long to hold back the resync of a book that keeps failing (a venue that keeps
+    sending updates that fail their checksum or cannot be applied): the first few in
+    ``RESYNC_WINDOW_S`` go at once, then each waits twice as long as the one before, so a
+    failing book costs a resubscribe every ``MAX_RESYNC_DELAY_S`` rather than one per round
+    trip (and a warning each time)."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[float]] = {}
+
+    def delay(self, key: str, now: float) -> float:
+        """Seconds to wait before the resync of ``key`` asked for at ``now``."""
+        times = [t for t in self._times.get(key, ()) if now - t < RESYNC_WINDOW_S]
+        times.append(now)
+        self._times[key] = times
+        extra = len(times) - RESYNC_FREE
+        return 0.0 if extra <= 0 else min(MAX_RESYNC_DELAY_S, 2.0 ** (extra - 1))

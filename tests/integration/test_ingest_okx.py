@@ -115,6 +115,17 @@ def test_a_refused_resubscribe_is_asked_again_not_left_syncing(stack):
     assert inst(mirror, ETH, "resyncs") == 0
 
 
+def test_a_book_that_keeps_failing_is_resynced_at_a_slower_pace(stack):
+    """Bad checksums on every update: the first three resyncs go at once, the fourth waits (a
+    resubscribe per round trip, and a warning each, would be a loop); it still converges."""
+    sim, mirror = stack
+    converge(sim, mirror)
+    sim.fault(VENUE, "checksum", symbol=BTC, count=6)
+    wait_until(lambda: inst(mirror, BTC, "resyncs_delayed") >= 1, 60, what="a resync held back")
+    assert inst(mirror, BTC, "checksum_failures") >= 4
+    converge(sim, mirror)
+
+
 def test_malformed_stall_disconnect_and_planned_close_are_survived(stack):
     sim, mirror = stack
     sim.fault(VENUE, "malformed")

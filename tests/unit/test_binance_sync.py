@@ -6,7 +6,15 @@ import orjson
 import pytest
 
 from common.model import BookUpdate
-from services.ingest.sync import MAX_SYNC_WAIT_S, Publish, Resync, SyncWaits
+from services.ingest.sync import (
+    MAX_RESYNC_DELAY_S,
+    MAX_SYNC_WAIT_S,
+    RESYNC_WINDOW_S,
+    Publish,
+    Resync,
+    ResyncPace,
+    SyncWaits,
+)
 from services.ingest.venue import ParseError
 from tests.venues import SyncLog, plugin_for, sync_for
 
@@ -223,3 +231,14 @@ def test_a_plugin_bug_is_raised_not_taken_for_bad_exchange_data():
     m = SyncLog(sync_for(plugin, "BTCUSDT", "BTC", "USDT"))
     with pytest.raises(KeyError):
         m.feed(snapshot(1000, BIDS, ASKS))
+
+
+def test_resync_pace_lets_a_few_go_then_doubles_the_wait():
+    pace = ResyncPace()
+    assert [pace.delay("BTC", t) for t in (0.0, 1.0, 2.0)] == [0.0, 0.0, 0.0]
+    assert [pace.delay("BTC", t) for t in (3.0, 4.0, 5.0)] == [1.0, 2.0, 4.0]
+    for t in range(6, 20):
+        pace.delay("BTC", float(t))
+    assert pace.delay("BTC", 20.0) == MAX_RESYNC_DELAY_S
+    assert pace.delay("ETH", 20.0) == 0.0  # one book's failures do not hold back another's
+    assert pace.delay("BTC", 20.0 + RESYNC_WINDOW_S + 1) == 0.0  # a quiet minute: free again
