@@ -253,8 +253,6 @@ def load(
 def _realtime(data: dict[str, Any], path: Path) -> tuple[int, tuple[str, ...]]:
     table = data.get("scheduling", {})
     where = f"{path} [scheduling]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table")
     _unknown_keys(table, ("realtime_priority", "realtime_services"), where)
     prio = _take(table, "realtime_priority", int, where, 0)
     if not 0 <= prio <= MAX_REALTIME_PRIORITY:

@@ -181,9 +181,11 @@ class Engine:
                 self._lost_sync(m, f"book.{venue}.{symbol}", "top levels reach past the trim")
                 return
             group = self.groups.get(m.group) if m.group else None
-            crossing = group is not None and group.cross is not None
-            if crossing:
-                crossing = self._touches_cross(group, m, bids, asks)
+            crossing = (
+                group is not None
+                and group.cross is not None
+                and self._touches_cross(group, m, bids, asks)
+            )
             self._changed(m, before, measure=True, depth=m.top_changed, crossing=crossing)
             return
         elif kind == "snapshot":
@@ -319,7 +321,7 @@ class Engine:
         ``crossed_size``. Prices converted like the group's; a hair of tolerance for rounding."""
         assert group.cross is not None
         best_ask, best_bid = group.cross
-        rate = self._rate_fn(group)(m)[0] if m.market and m.market.quote != group.unit else 1.0
+        rate = self.rates.for_mirror(m, group.unit)[0]
         lo, hi = best_ask * (1 - 1e-12), best_bid * (1 + 1e-12)
         return any(p * rate >= lo for p, _ in bids) or any(p * rate <= hi for p, _ in asks)
 

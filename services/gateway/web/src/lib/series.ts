@@ -36,8 +36,8 @@ export class Series {
   /** The book stopped being live at `t`: the line ends there instead of holding its last value
    * up to now; the next `add` starts a new segment. */
   cut(t: number): void {
-    const last = this.pts.length > this.head ? this.pts[this.pts.length - 1] : null
-    if (last === null || Number.isNaN(last.mid) || t < last.t) return
+    const last = this.last()
+    if (last === null || this.broken || t < last.t) return
     this.pts.push({ t, mid: NaN, spreadBps: NaN })
     this.trim(t)
   }
