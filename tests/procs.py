@@ -88,8 +88,11 @@ bases = [{bases_s}]
 """
 
 
-def write_config(tmp: Path, venues: str, *, rate: int = 50, extra: str = "") -> Path:
-    """A complete config on free ports: simulator, book builder, gateway, and ``venues``."""
+def write_config(
+    tmp: Path, venues: str, *, rate: int = 50, extra: str = "", book_extra: str = ""
+) -> Path:
+    """A complete config on free ports: simulator, book builder, gateway, and ``venues``
+    (``extra`` goes into ``[gateway]``, ``book_extra`` into ``[book]``)."""
     text = f"""
 [simulator]
 enabled = true
@@ -105,6 +108,7 @@ control = "tcp://127.0.0.1:{free_port()}"
 depth = 50
 depth_interval_ms = 20
 stale_after_s = 3.0
+{book_extra}
 
 [gateway]
 host = "127.0.0.1"

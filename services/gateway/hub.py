@@ -263,6 +263,7 @@ class Hub:
             "venue": echo,
             "book": "live" if self.state.book_alive else "down",
             "venues": out,
+            "quote_groups": [list(g) for g in self.state.quote_groups],
         }
 
     # -- stats ------------------------------------------------------------------------------------

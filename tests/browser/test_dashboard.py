@@ -98,14 +98,14 @@ def wait_state(page: Any, venue: str, state: str, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-def unique_config(tmp: Path, venues: Callable[[], str]) -> Path:
+def unique_config(tmp: Path, venues: Callable[[], str], book_extra: str = "") -> Path:
     """``write_config`` until no two listeners got the same free port (free_port() can hand out
     one port twice, more so when other tests run at the same time)."""
     listen = re.compile(
         r'^(?:pub|control) = "tcp://[^:]+:(\d+)"|^(?:control_port|port|sim_port) = (\d+)', re.M
     )
     for _ in range(20):
-        cfg = write_config(tmp, venues())
+        cfg = write_config(tmp, venues(), book_extra=book_extra)
         ports = [a or b for a, b in listen.findall(cfg.read_text())]
         if len(ports) == len(set(ports)):
             return cfg
@@ -180,6 +180,10 @@ VENUE_SPECS = {
 ROOT = Path(__file__).resolve().parents[2]
 # Fewer instruments than production: the tests look at BTC; ETH keeps the selector honest.
 BASES = ["BTC", "ETH"]
+# The real stack names its groups after USDT, not the default USD: the dashboard must follow
+# the configured quote groups.
+QUOTE_GROUPS = '[["USDT", "USD", "USDC"]]'
+GROUP = "BTC-USDT"
 
 
 DEFAULT_VENUES = ["binance", "kraken", "bybit"]  # two quote currencies, a spot+perp venue
@@ -221,7 +225,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, web_dist: Path) -> Iterator[
             )
         return out
 
-    cfg = unique_config(tmp, sections)
+    cfg = unique_config(tmp, sections, book_extra=f"quote_groups = {QUOTE_GROUPS}")
     with processes(tmp) as start:
         s = Stack(tmp, cfg, start)
         s.venues = venues
@@ -234,11 +238,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, web_dist: Path) -> Iterator[
         try:
             wait_until(
                 lambda: (
-                    http_json(f"{s.url}/api/book/all/BTC-USD?depth=5")["bids"]
+                    http_json(f"{s.url}/api/book/all/{GROUP}?depth=5")["bids"]
                     and set(http_json(f"{s.url}/healthz")["venues"].values()) == {"live"}
                 ),
                 timeout=START_S,
-                what=f"every venue live ({', '.join(venues)}) and a BTC-USD book",
+                what=f"every venue live ({', '.join(venues)}) and a {GROUP} book",
             )
         except AssertionError:
             print(s.logs())
@@ -267,7 +271,7 @@ class TestRealStack:
         for v in stack.venues:
             wait_state(page, v, "live", LIVE_S)
         rows = wait_rows(page, 20)
-        ref = http_json(f"{stack.url}/api/book/all/BTC-USD?depth=1")
+        ref = http_json(f"{stack.url}/api/book/all/{GROUP}?depth=1")
         ref_mid = (ref["bids"][0][0] + ref["asks"][0][0]) / 2
         # venues' books may cross each other (the simulator's venues drift apart a little)
         check_sane(rows, ref_mid, crossed_ok=len(stack.venues) > 1)
@@ -277,13 +281,18 @@ class TestRealStack:
         sim.pause()
         try:
             wait_until(
-                lambda: ladder_equals_book(ladder(page), stack.url),
+                lambda: ladder_equals_book(ladder(page), stack.url, GROUP),
                 UI_S,
-                what="ladder rows == /api/book/all/BTC-USD levels",
+                what=f"ladder rows == /api/book/all/{GROUP} levels",
             )
         finally:
             sim.resume()
-        assert page.locator("[data-testid=instrument]").inner_text() == "BTC-USD"
+        assert page.locator("[data-testid=instrument]").inner_text() == GROUP
+        # the market buttons are the configured bases, named after the configured unit
+        markets = page.eval_on_selector_all(
+            "nav.bases button", "els => els.map(e => [e.textContent.trim(), e.dataset.market])"
+        )
+        assert markets == [[b, f"{b}-USDT"] for b in BASES], markets
         # every spot venue is in the consolidated book and has a top of book in the venue panel
         spot = [v for v in stack.venues if v != "binance-perp"]
         page.wait_for_function(
@@ -390,7 +399,7 @@ class TestRealStack:
         banner.wait_for(state="detached", timeout=LIVE_S * 1000)
         page.locator("[data-testid=conn-state][data-state=open]").wait_for(timeout=5000)
         rows = wait_rows(page, 20)
-        ref = http_json(f"{stack.url}/api/book/all/BTC-USD?depth=1")
+        ref = http_json(f"{stack.url}/api/book/all/{GROUP}?depth=1")
         check_sane(
             rows, (ref["bids"][0][0] + ref["asks"][0][0]) / 2, crossed_ok=len(stack.venues) > 1
         )
@@ -440,10 +449,10 @@ def fake_page(browser: Any, fake: str) -> Iterator[tuple[Any, PageLog]]:
     ctx.close()
 
 
-def ladder_equals_book(rows: list[dict[str, Any]], url: str) -> bool:
-    """Each side's rows, best first, are the best levels of the gateway's consolidated book:
-    same prices, same totals, same venues' sizes."""
-    ref = http_json(f"{url}/api/book/all/BTC-USD?depth=50")
+def ladder_equals_book(rows: list[dict[str, Any]], url: str, group: str) -> bool:
+    """Each side's rows, best first, are the best levels of the gateway's consolidated book
+    ``group``: same prices, same totals, same venues' sizes."""
+    ref = http_json(f"{url}/api/book/all/{group}?depth=50")
     for side, levels in (("bid", ref["bids"]), ("ask", ref["asks"])):
         shown = [r for r in rows if r["side"] == side]
         shown.sort(key=lambda r: r["price"], reverse=side == "bid")

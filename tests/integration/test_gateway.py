@@ -246,6 +246,7 @@ def test_stats_and_status_channels(env):
         assert snap["venues"]["binance"]["state"] == "live"
         assert snap["venues"]["kraken"]["state"] == "syncing"
         assert snap["venues"]["binance"]["instruments"]["BTC-USDT-PERP"] == "live"
+        assert snap["quote_groups"] == [list(g) for g in env.cfg.book.quote_groups]
         c.expect(is_("update", channel="status", venue="kraken", state="syncing"))
         book.set_status("kraken", "live")
         c.expect(is_("update", channel="status", venue="kraken", state="live"))

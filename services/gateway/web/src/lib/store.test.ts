@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { _raw as raw, handleMessage, seriesOf, view } from './store'
+import { _raw as raw, group, handleMessage, market, prefs, seriesOf, view } from './store'
 
 beforeAll(() => {
   vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => setTimeout(() => cb(0), 0))
@@ -40,6 +40,32 @@ describe('store', () => {
     expect(raw.bbo.has('okx')).toBe(false)
     expect(seriesOf('okx')).toBeUndefined()
     expect(view.venues.value).toEqual(['binance'])
+  })
+
+  it('offers the markets the venues list, named with the gateway\'s quote groups', () => {
+    const snap = {
+      ...status({
+        binance: { state: 'live', instruments: { 'BTC-USDT': 'live', 'PEPE-USDT': 'live' } },
+        kraken: { state: 'live', instruments: { 'BTC-USD': 'live', 'BTC-EUR': 'live' } },
+      }),
+      quote_groups: [['USDT', 'USD'], ['EUR']],
+    }
+    handleMessage(snap as never, 3000)
+    expect(view.markets.value).toEqual(['BTC-USDT', 'BTC-EUR', 'PEPE-USDT'])
+    // the stored choice (BTC-USD by default) is not a market here: the first one is shown
+    expect(market()).toBe('BTC-USDT')
+    expect(view.members.value).toEqual([
+      { venue: 'binance', symbol: 'BTC-USDT' },
+      { venue: 'kraken', symbol: 'BTC-USD' },
+    ])
+    prefs.market = 'PEPE-USDT'
+    prefs.kind = 'perp'
+    expect(group()).toBe('PEPE-USDT-PERP')
+    prefs.kind = 'spot'
+    // a later update does not carry quote_groups: the snapshot's stay
+    handleMessage({ type: 'update', channel: 'status', venue: 'kraken', state: 'live', instruments: { 'BTC-USD': 'live' } } as never, 3100)
+    expect(view.markets.value).toEqual(['BTC-USDT', 'PEPE-USDT'])
+    expect(view.quoteGroups.value).toEqual([['USDT', 'USD'], ['EUR']])
   })
 
   it('ends the mid line when a book stops being live instead of holding it', () => {

@@ -22,14 +22,23 @@ import type {
   VenueState,
   VenueStatusBody,
 } from './types'
-import { BASES, groupName, membersOf, sortVenues, type Kind, type Member } from './venues'
+import {
+  DEFAULT_QUOTE_GROUPS,
+  groupName,
+  marketsOf,
+  membersOf,
+  sortVenues,
+  type Kind,
+  type Member,
+} from './venues'
 
 export const DEPTH_LEVELS = 50
 const STORAGE_KEY = 'flowbook.dashboard.v1'
 
 // ---- user choices (reactive, persisted) -------------------------------------------------------
 interface Prefs {
-  base: string
+  /** The chosen market, `BASE-UNIT` (a spot group name; see `market()`). */
+  market: string
   kind: Kind
   off: Record<string, boolean>
   /** Ladder levels per side; 0 fits them to the panel's height. */
@@ -37,10 +46,10 @@ interface Prefs {
 }
 
 function loadPrefs(): Prefs {
-  const d: Prefs = { base: 'BTC', kind: 'spot', off: {}, rows: 0 }
+  const d: Prefs = { market: 'BTC-USD', kind: 'spot', off: {}, rows: 0 }
   try {
     const s = JSON.parse(localStorage.getItem(STORAGE_KEY) ?? '{}')
-    if ((BASES as readonly string[]).includes(s.base)) d.base = s.base
+    if (typeof s.market === 'string' && /^[A-Za-z0-9_]+-[A-Za-z0-9_]+$/.test(s.market)) d.market = s.market
     if (s.kind === 'spot' || s.kind === 'perp') d.kind = s.kind
     if (s.off && typeof s.off === 'object') d.off = s.off
     if ([0, 10, 15, 20, 25, 30].includes(s.rows)) d.rows = s.rows
@@ -79,6 +88,7 @@ const raw = {
   book: 'unknown' as 'live' | 'down' | 'unknown',
   status: new Map<string, VenueStatusBody>(),
   symbols: {} as Record<string, string[]>,
+  quoteGroups: DEFAULT_QUOTE_GROUPS,
   depth: null as DepthMsg | null,
   bboAll: null as BboMsg | null,
   bbo: new Map<string, VenueBbo>(), // venue -> latest bbo of its member market
@@ -160,12 +170,16 @@ export const view = {
     venues: string[]
     excluded: Record<string, string>
     conversion: DepthMsg['conversion']
+    unit: string | null
     at: number | null
   } | null>(null),
   bboAll: shallowRef<BboMsg | null>(null),
   venues: shallowRef<string[]>([]),
   venueRows: shallowRef<VenueRow[]>([]),
   members: shallowRef<Member[]>([]),
+  /** The markets (`BASE-UNIT`) the venues list, in button order; see `marketsOf`. */
+  markets: shallowRef<string[]>([]),
+  quoteGroups: shallowRef<string[][]>(DEFAULT_QUOTE_GROUPS),
   tape: shallowRef<TapeRow[]>([]),
   tapeRate: shallowRef<[number, number]>([0, 0]),
   tapeWindow: shallowRef(250),
@@ -180,8 +194,15 @@ export const view = {
   now: shallowRef(Date.now()),
 }
 
+/** The market shown: the chosen one while the venues list it (or before they are known), else
+ *  the first they list. */
+export function market(): string {
+  const markets = view.markets.value
+  return markets.length === 0 || markets.includes(prefs.market) ? prefs.market : markets[0]
+}
+
 export function group(): string {
-  return groupName(prefs.base, prefs.kind)
+  return groupName(market(), prefs.kind)
 }
 
 export function included(): Set<string> | null {
@@ -257,6 +278,7 @@ function rebuildLadder(): void {
         venues: depth.venues ?? [],
         excluded: depth.excluded ?? {},
         conversion: depth.conversion,
+        unit: depth.unit ?? null,
         at: depth.ts_gw ? depth.ts_gw / 1e6 : null,
       }
     : null
@@ -487,6 +509,13 @@ function forgetVenue(venue: string): void {
   dirty.add('series')
 }
 
+function validGroups(x: unknown): x is string[][] {
+  return (
+    Array.isArray(x) &&
+    x.every((g) => Array.isArray(g) && g.length > 0 && g.every((q) => typeof q === 'string' && q))
+  )
+}
+
 function onStatus(msg: StatusMsg): void {
   if (msg.book === 'live' || msg.book === 'down') raw.book = msg.book
   if (msg.type === 'snapshot' && msg.venues && !Array.isArray(msg.venues)) {
@@ -498,9 +527,17 @@ function onStatus(msg: StatusMsg): void {
   } else if (typeof msg.venue === 'string' && msg.venue !== 'all') {
     applyStatus(msg.venue, msg)
   }
+  if (msg.type === 'snapshot' && validGroups(msg.quote_groups)) {
+    raw.quoteGroups = msg.quote_groups
+    if (JSON.stringify(raw.quoteGroups) !== JSON.stringify(view.quoteGroups.value)) {
+      view.quoteGroups.value = raw.quoteGroups
+    }
+  }
   raw.statusSeen = true
   const venues = sortVenues(Object.keys(raw.symbols))
   if (venues.join() !== view.venues.value.join()) view.venues.value = venues
+  const markets = marketsOf(raw.symbols, raw.quoteGroups)
+  if (markets.join() !== view.markets.value.join()) view.markets.value = markets
   refreshSubscriptions()
   markDirty('status')
 }
@@ -594,7 +631,7 @@ export function desiredSubscriptions(): SubscribeSpec[] {
 }
 
 function refreshSubscriptions(): void {
-  const members = membersOf(group(), raw.symbols)
+  const members = membersOf(group(), raw.symbols, raw.quoteGroups)
   const key = (ms: Member[]) => ms.map((m) => `${m.venue}:${m.symbol}`).join()
   if (key(members) !== key(view.members.value)) view.members.value = members
   connection?.setSubscriptions(desiredSubscriptions())
@@ -635,7 +672,7 @@ export function start(url = gatewayUrl()): Connection {
   connection.start()
 
   watch(
-    () => [prefs.base, prefs.kind],
+    () => group(),
     () => {
       resetInstrument()
       refreshSubscriptions()
@@ -662,13 +699,14 @@ export function start(url = gatewayUrl()): Connection {
   return connection
 }
 
-/** Keys: 1-9 pick a base, s / p spot or perp. Not while typing in a field. */
+/** Keys: 1-9 pick one of the first nine markets, s / p spot or perp. Not while typing in a field. */
 function onKey(ev: KeyboardEvent): void {
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return
   const t = ev.target as HTMLElement | null
   if (t && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return
   const n = Number(ev.key)
-  if (Number.isInteger(n) && n >= 1 && n <= BASES.length) prefs.base = BASES[n - 1]
+  const markets = view.markets.value
+  if (Number.isInteger(n) && n >= 1 && n <= Math.min(9, markets.length)) prefs.market = markets[n - 1]
   else if (ev.key === 's') prefs.kind = 'spot'
   else if (ev.key === 'p') prefs.kind = 'perp'
 }

@@ -67,6 +67,8 @@ export interface VenueStatusBody {
 export interface StatusMsg extends Envelope, VenueStatusBody {
   book?: 'live' | 'down'
   venues?: Record<string, VenueStatusBody> | string[]
+  /** In the snapshot: the gateway's `[book] quote_groups`. */
+  quote_groups?: string[][]
 }
 
 export interface Percentiles {

@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest'
-import { VENUES, groupName, groupOf, membersOf, sortVenues, venueColor, venueInfo } from './venues'
+import {
+  VENUES,
+  groupName,
+  groupOf,
+  marketLabel,
+  marketsOf,
+  membersOf,
+  sortVenues,
+  venueColor,
+  venueInfo,
+} from './venues'
 
 describe('groupOf', () => {
   it('maps quote-equivalent markets to one group', () => {
@@ -14,9 +24,33 @@ describe('groupOf', () => {
     expect(groupOf('BTC-USDT-SWAP')).toBeNull()
     expect(groupOf('-USDT')).toBeNull()
   })
-  it('names groups from base and kind', () => {
-    expect(groupName('SOL', 'spot')).toBe('SOL-USD')
-    expect(groupName('SOL', 'perp')).toBe('SOL-USD-PERP')
+  it('follows the configured quote groups', () => {
+    const groups = [['USDT', 'USD'], ['EUR', 'EURC']]
+    expect(groupOf('BTC-USD', groups)).toBe('BTC-USDT')
+    expect(groupOf('BTC-USDC', groups)).toBe('BTC-USDC')
+    expect(groupOf('BTC-EURC-PERP', groups)).toBe('BTC-EUR-PERP')
+  })
+  it('names groups from market and kind', () => {
+    expect(groupName('SOL-USD', 'spot')).toBe('SOL-USD')
+    expect(groupName('SOL-USDT', 'perp')).toBe('SOL-USDT-PERP')
+  })
+})
+
+describe('marketsOf', () => {
+  it('lists every base the venues list, known bases first, then by name', () => {
+    const symbols = {
+      kraken: ['PEPE-USD', 'ETH-USD'],
+      okx: ['BTC-USDT', 'AAVE-USDT', 'BTC-EUR'],
+      'binance-perp': ['WIF-USDT-PERP', 'BTC-USDT-PERP'],
+      odd: ['NOTANINSTRUMENT'],
+    }
+    expect(marketsOf(symbols)).toEqual(['BTC-USD', 'BTC-EUR', 'ETH-USD', 'AAVE-USD', 'PEPE-USD', 'WIF-USD'])
+  })
+  it('names markets after the configured units', () => {
+    const groups = [['USDT', 'USD', 'USDC'], ['EUR']]
+    const markets = marketsOf({ kraken: ['BTC-USD', 'BTC-EUR'], okx: ['ETH-USDC'] }, groups)
+    expect(markets).toEqual(['BTC-USDT', 'BTC-EUR', 'ETH-USDT'])
+    expect(markets.map((m) => marketLabel(m, groups))).toEqual(['BTC', 'BTC/EUR', 'ETH'])
   })
 })
 
@@ -38,6 +72,13 @@ describe('membersOf', () => {
       { venue: 'bybit', symbol: 'BTC-USDT-PERP' },
     ])
     expect(membersOf('DOGE-USD', symbols)).toEqual([])
+  })
+  it('groups with the configured quote groups', () => {
+    expect(membersOf('BTC-USDT', symbols, [['USDT', 'USD']]).map((m) => m.venue)).toEqual([
+      'bybit',
+      'kraken',
+      'okx',
+    ])
   })
 })
 

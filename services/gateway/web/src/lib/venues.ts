@@ -1,6 +1,7 @@
 // Venues, their colours and the instrument naming rules the book builder uses.
 
-export const BASES = ['BTC', 'ETH', 'SOL', 'XRP', 'DOGE', 'ADA', 'AVAX', 'DOT', 'LINK'] as const
+/** Bases listed first, in this order; any other base the venues list follows by name. */
+export const PREFERRED_BASES = ['BTC', 'ETH', 'SOL', 'XRP', 'DOGE', 'ADA', 'AVAX', 'DOT', 'LINK']
 export type Kind = 'spot' | 'perp'
 
 export interface VenueInfo {
@@ -49,11 +50,13 @@ export function sortVenues(names: Iterable<string>): string[] {
   return [...new Set(names)].sort((a, b) => order(a) - order(b) || a.localeCompare(b))
 }
 
-export const QUOTE_GROUPS: string[][] = [['USD', 'USDT', 'USDC']]
+/** The `[book] quote_groups` default; the gateway's status snapshot gives the configured ones. */
+export const DEFAULT_QUOTE_GROUPS: string[][] = [['USD', 'USDT', 'USDC']]
 
-/** Consolidation group of `BASE-QUOTE[-PERP]` (same rule as services/book/symbols.py):
- *  `BTC-USDT` -> `BTC-USD`, `BTC-USDT-PERP` -> `BTC-USD-PERP`; null if not an instrument name. */
-export function groupOf(symbol: string, groups: string[][] = QUOTE_GROUPS): string | null {
+/** Consolidation group of `BASE-QUOTE[-PERP]` (same rule as common/symbols.py): the quote is
+ *  replaced by the first member of its quote group (the unit), `BTC-USDT` -> `BTC-USD`,
+ *  `BTC-USDT-PERP` -> `BTC-USD-PERP`; null if not an instrument name. */
+export function groupOf(symbol: string, groups: string[][] = DEFAULT_QUOTE_GROUPS): string | null {
   const parts = symbol.split('-')
   let perp = false
   if (parts.length === 3 && parts[2] === 'PERP') perp = true
@@ -70,8 +73,47 @@ export function groupOf(symbol: string, groups: string[][] = QUOTE_GROUPS): stri
   return perp ? `${base}-${quote}-PERP` : `${base}-${quote}`
 }
 
-export function groupName(base: string, kind: Kind): string {
-  return kind === 'perp' ? `${base}-USD-PERP` : `${base}-USD`
+/** A market the dashboard offers is a spot group name, `BASE-UNIT`; its perpetuals are
+ *  `BASE-UNIT-PERP`. */
+export function groupName(market: string, kind: Kind): string {
+  return kind === 'perp' ? `${market}-PERP` : market
+}
+
+/** Every market (`BASE-UNIT`) with a spot or perpetual group among the venues' symbols: bases in
+ *  `PREFERRED_BASES` order then by name; per base, units in `groups` order then by name. */
+export function marketsOf(
+  symbols: Record<string, Iterable<string>>,
+  groups: string[][] = DEFAULT_QUOTE_GROUPS,
+): string[] {
+  const found = new Set<string>()
+  for (const list of Object.values(symbols)) {
+    for (const symbol of list) {
+      const g = groupOf(symbol, groups)
+      if (g !== null) found.add(g.endsWith('-PERP') ? g.slice(0, -5) : g)
+    }
+  }
+  const rank = (xs: string[], x: string) => {
+    const i = xs.indexOf(x)
+    return i < 0 ? xs.length : i
+  }
+  const units = groups.map((g) => g[0])
+  return [...found].sort((a, b) => {
+    const [ba, ua] = a.split('-')
+    const [bb, ub] = b.split('-')
+    return (
+      rank(PREFERRED_BASES, ba) - rank(PREFERRED_BASES, bb) ||
+      ba.localeCompare(bb) ||
+      rank(units, ua) - rank(units, ub) ||
+      ua.localeCompare(ub)
+    )
+  })
+}
+
+/** A market's button label: its base, with the unit when it is not the first group's unit
+ *  (`BTC`, `BTC/EUR`). */
+export function marketLabel(market: string, groups: string[][] = DEFAULT_QUOTE_GROUPS): string {
+  const [base, unit] = market.split('-')
+  return unit === groups[0]?.[0] ? base : `${base}/${unit}`
 }
 
 export interface Member {
@@ -80,11 +122,15 @@ export interface Member {
 }
 
 /** The venue markets of `group`, from each venue's symbol list. */
-export function membersOf(group: string, symbols: Record<string, Iterable<string>>): Member[] {
+export function membersOf(
+  group: string,
+  symbols: Record<string, Iterable<string>>,
+  groups: string[][] = DEFAULT_QUOTE_GROUPS,
+): Member[] {
   const out: Member[] = []
   for (const venue of sortVenues(Object.keys(symbols))) {
     for (const symbol of [...symbols[venue]].sort()) {
-      if (groupOf(symbol) === group) out.push({ venue, symbol })
+      if (groupOf(symbol, groups) === group) out.push({ venue, symbol })
     }
   }
   return out
