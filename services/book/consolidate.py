@@ -38,9 +38,11 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
+from operator import itemgetter
 from typing import Any
 
 from common.book import Level, OrderBook
@@ -106,22 +108,78 @@ def best_level(book: OrderBook, bids: bool, rate: float = 1.0) -> Level | None:
     return (levels[0][0], round15(sum(s for _, s in levels)))
 
 
-def merge_side(sources: Iterable[Source], n: int, bids: bool) -> list[ConsLevel]:
-    acc: dict[float, dict[str, float]] = {}
+def _side_rows(src: Source, bids: bool, n: int, cutoff: float) -> list[tuple[float, str, float]]:
+    """``(price, venue, size)`` of one side's ``best_levels``, only those priced at or better
+    than ``cutoff``, best first."""
+    venue = src.venue
+    if src.rate == 1.0:
+        side = src.book.bids if bids else src.book.asks
+        if bids:
+            prices = side.keys()[max(side.bisect_left(cutoff), len(side) - n) :]
+            prices.reverse()
+        else:
+            prices = side.keys()[: min(side.bisect_right(cutoff), n)]
+        return list(zip(prices, repeat(venue), map(side.__getitem__, prices), strict=False))
+    levels = best_levels(src.book, bids, n, src.rate)
+    if bids:
+        return [(p, venue, size) for p, size in levels if p >= cutoff]
+    return [(p, venue, size) for p, size in levels if p <= cutoff]
+
+
+def _cutoff(sources: list[Source], n: int, bids: bool) -> float:
+    """A price the consolidated top ``n`` cannot go beyond: the best of the markets' n-th best
+    (converted) prices, since that market alone has n distinct prices at or better than it."""
+    cutoff = -math.inf if bids else math.inf
     for src in sources:
-        venue = src.venue
-        for price, size in best_levels(src.book, bids, n, src.rate):
-            per = acc.get(price)
-            if per is None:
-                acc[price] = {venue: size}
-            else:
-                prev = per.get(venue)
-                per[venue] = size if prev is None else round15(prev + size)
+        side = src.book.bids if bids else src.book.asks
+        if len(side) < n:
+            continue
+        if src.rate == 1.0:
+            nth = side.keys()[-n] if bids else side.keys()[n - 1]
+        else:
+            levels = best_levels(src.book, bids, n, src.rate)
+            if len({p for p, _ in levels}) < n:
+                continue
+            nth = levels[-1][0]
+        if nth > cutoff if bids else nth < cutoff:
+            cutoff = nth
+    return cutoff
+
+
+def merge_side(sources: Iterable[Source], n: int, bids: bool) -> list[ConsLevel]:
+    """The top ``n`` consolidated levels of one side. Each market's levels are read only down
+    to ``_cutoff``; they are merged by one sort (a merge of already sorted runs), then read
+    best first until ``n`` distinct prices."""
+    sources = list(sources)
+    if n <= 0:
+        return []
+    cutoff = _cutoff(sources, n, bids) if len(sources) > 1 else (-math.inf if bids else math.inf)
+    rows: list[tuple[float, str, float]] = []
+    for src in sources:
+        rows += _side_rows(src, bids, n, cutoff)
+    rows.sort(key=itemgetter(0), reverse=bids)  # stable: markets keep their order at a price
     out: list[ConsLevel] = []
-    for price in sorted(acc, reverse=bids)[:n]:
-        per = acc[price]
-        total = next(iter(per.values())) if len(per) == 1 else round15(sum(per.values()))
-        out.append([price, total, per])
+    last = None
+    left = n
+    per: dict[str, float] = {}
+    shared: list[ConsLevel] = []  # levels of more than one market: totals summed at the end
+    for price, venue, size in rows:
+        if price != last:
+            if not left:
+                break
+            left -= 1
+            last = price
+            per = {venue: size}
+            out.append([price, size, per])
+        else:
+            if out[-1][1] is not None:
+                out[-1][1] = None
+                shared.append(out[-1])
+            prev = per.get(venue)
+            per[venue] = size if prev is None else round15(prev + size)
+    for level in shared:
+        per = level[2]
+        level[1] = next(iter(per.values())) if len(per) == 1 else round15(sum(per.values()))
     return out
 
 
