@@ -18,6 +18,7 @@ class BusMirror:
         self.prefixes = prefixes
         self.books: dict[str, OrderBook] = {}
         self.states: dict[str, str] = {}
+        self.state_log: dict[str, list[str]] = defaultdict(list)  # every change of state
         self.latest: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self.heartbeats: dict[str, dict[str, Any]] = {}
@@ -38,6 +39,11 @@ class BusMirror:
         self._ready.set()
         self.loop.run_forever()
 
+    def _set_state(self, topic: str, state: str) -> None:
+        if self.states.get(topic) != state:
+            self.state_log[topic].append(state)
+        self.states[topic] = state
+
     def _on_message(self, topic: str, msg: dict[str, Any]) -> None:
         with self.lock:
             self.counts[topic] += 1
@@ -50,16 +56,16 @@ class BusMirror:
             if kind == "snapshot":
                 book = self.books[topic] = OrderBook()
                 book.apply(map(tuple, msg["bids"]), map(tuple, msg["asks"]))
-                self.states[topic] = "live"
+                self._set_state(topic, "live")
             elif kind == "delta" and topic in self.books:
                 self.books[topic].apply(map(tuple, msg["bids"]), map(tuple, msg["asks"]))
             elif kind == "state":
-                self.states[topic] = msg["state"]
+                self._set_state(topic, msg["state"])
                 self.books.pop(topic, None)
 
     def _on_stale(self, topic: str, reason: str) -> None:
         with self.lock:
-            self.states[topic] = "stale"
+            self._set_state(topic, "stale")
             self.books.pop(topic, None)
 
     def top(self, topic: str, n: int) -> tuple[list, list] | None:

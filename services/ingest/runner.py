@@ -260,6 +260,34 @@ class IngestRunner:
         action = sync.on_update(upd)
         if action is not None:
             self._act(sync, action, upd.ts_recv)
+        if sync.refresh_wanted:
+            self._refresh(sync)
+
+    def _refresh(self, sync: InstrumentSync) -> None:
+        """The live book's REST snapshot no longer covers enough levels: fetch another while the
+        book stays live (paced like resyncs; sync.py has the rule)."""
+        sync.start_refresh()
+        delay = self.resync_pace.delay(sync.inst.native, time.monotonic())
+        log.info(
+            "%s %s: price reached the end of the snapshot: refreshing it%s",
+            self.venue,
+            sync.inst.symbol,
+            f" in {delay:g}s" if delay else "",
+        )
+        generation = sync.generation
+
+        def fetch() -> None:
+            if (
+                sync.generation == generation
+                and sync.refreshing
+                and sync.inst.native in self._conns
+            ):
+                self._request_snapshot(sync)
+
+        if delay:
+            asyncio.get_running_loop().call_later(delay, fetch)
+        else:
+            fetch()
 
     def _request_snapshot(self, sync: InstrumentSync) -> None:
         """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it."""
@@ -483,6 +511,8 @@ class IngestRunner:
                 "crossed": c.crossed,
                 "sync_retries": c.sync_retries,
                 "resyncs_delayed": c.resyncs_delayed,
+                "refreshes": c.refreshes,
+                "refresh_failures": c.refresh_failures,
                 "bids": len(sync.book.bids),
                 "asks": len(sync.book.asks),
             }

@@ -4,10 +4,17 @@ Plain data and pure decisions: ``InstrumentSync.on_update`` takes one normalized
 (live, replayed or a synthetic REST snapshot) and returns what the runner must do. The venue's
 own rule (``VenuePlugin.check_delta``/``verify``) decides continuity; this module owns the
 buffering, the reset of one instrument alone, and the never-publish-a-crossed-book rule.
+
+A REST snapshot cut at ``VenuePlugin.snapshot_levels`` a side covers prices down to its deepest
+bid (up to its deepest ask); beyond them only levels that changed since are known (exchanges.md
+1.3). When the price moves until fewer than ``cover_levels`` known levels remain on a side, the
+book is *refreshed*: it stays live while a new snapshot is fetched, the diffs meanwhile are
+applied and kept, and the snapshot with those diffs replaces the book (a full ``snapshot``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from common.book import OrderBook
@@ -19,6 +26,7 @@ MAX_SYNC_WAIT_S = 600.0
 RESYNC_WINDOW_S = 60.0  # resyncs of one book counted over this window
 RESYNC_FREE = 3  # that many in the window go at once; then 1 s, 2 s, ... up to MAX_RESYNC_DELAY_S
 MAX_RESYNC_DELAY_S = 20.0
+COVER_LEVELS = 100  # known levels a side a cut snapshot must still cover: 2x the default depth
 
 
 @dataclass(slots=True)
@@ -50,13 +58,24 @@ class SyncCounters:
     malformed: int = 0
     sync_retries: int = 0
     resyncs_delayed: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
 
 
 class InstrumentSync:
-    def __init__(self, inst: Instrument, plugin: VenuePlugin) -> None:
+    def __init__(
+        self, inst: Instrument, plugin: VenuePlugin, cover_levels: int = COVER_LEVELS
+    ) -> None:
         self.inst = inst
         self.plugin = plugin
         self.rest_mode = plugin.snapshot_source == "rest"
+        cut = plugin.snapshot_levels if self.rest_mode else 0
+        # a cut snapshot of n levels cannot keep more than n/2 known while the price moves
+        self.cover_levels = min(cover_levels, max(1, cut // 2)) if cut else 0
+        self.bid_floor = -math.inf  # prices below it (and above ask_ceiling) were not in
+        self.ask_ceiling = math.inf  # the snapshot: only those that changed since are known
+        self.refreshing = False  # a snapshot to replace the live book is on its way
+        self.refresh_wanted = False  # for the runner: fetch one
         self.book = OrderBook(keep_raw=plugin.keep_raw_levels)
         self.state: SyncState = "connecting"
         self.last_id: int | None = None
@@ -76,6 +95,7 @@ class InstrumentSync:
         self.generation += 1
         self.snapshot_requested = False
         self.first_after_snapshot = False
+        self.refreshing = self.refresh_wanted = False
 
     def on_update(self, upd: BookUpdate) -> Publish | Resync | None:
         """What to do after ``upd``. An update whose levels or ids cannot be applied (a price
@@ -89,6 +109,11 @@ class InstrumentSync:
 
     def _on_update(self, upd: BookUpdate) -> Publish | Resync | None:
         if upd.is_snapshot:
+            if self.rest_mode and self.state == "live":
+                if self.refreshing:
+                    return self._on_refresh(upd)
+                self.snapshot_requested = False  # a refresh given up meanwhile: not needed
+                return None
             return self._on_snapshot(upd)
         if self.state != "live":
             if self.rest_mode:
@@ -106,10 +131,15 @@ class InstrumentSync:
                 return self._snapshot_too_old(upd, [upd])
             return self._fail("gap", self._gap_text(upd))
         self.first_after_snapshot = False
+        if self.refreshing:
+            self.buffer.append(upd)
+            if len(self.buffer) > MAX_BUFFERED:
+                self._refresh_failed()
         return self._apply(upd, Publish(False))
 
     def _on_snapshot(self, snap: BookUpdate) -> Publish | Resync | None:
         self.book.replace_raw(snap.bids, snap.asks)
+        self._set_coverage(snap)
         self.last_id = snap.last_id
         self.counters.snapshots += 1
         self.snapshot_requested = False
@@ -153,7 +183,75 @@ class InstrumentSync:
         problem = self._check_book(upd)
         if problem:
             return problem
+        if self.cover_levels and not self.refreshing and not self._covered():
+            self.refresh_wanted = True
         return out
+
+    # -- refreshing a cut snapshot ----------------------------------------------------------
+    def _set_coverage(self, snap: BookUpdate) -> None:
+        cut = self.plugin.snapshot_levels
+        if not self.cover_levels:
+            return
+        full_bids, full_asks = len(snap.bids) < cut, len(snap.asks) < cut
+        self.bid_floor = -math.inf if full_bids else min(float(p) for p, _ in snap.bids)
+        self.ask_ceiling = math.inf if full_asks else max(float(p) for p, _ in snap.asks)
+
+    def _covered(self) -> bool:
+        """At least ``cover_levels`` known levels on each side (or the whole side is known)."""
+        bids, asks = self.book.bids, self.book.asks
+        need = self.cover_levels
+        if self.bid_floor != -math.inf and len(bids) - bids.bisect_left(self.bid_floor) < need:
+            return False
+        return self.ask_ceiling == math.inf or asks.bisect_right(self.ask_ceiling) >= need
+
+    def start_refresh(self) -> None:
+        """The runner fetches a snapshot to replace the live book: keep the diffs from now."""
+        self.refresh_wanted = False
+        self.refreshing = True
+        self.buffer.clear()
+
+    def _refresh_failed(self) -> None:
+        self.counters.refresh_failures += 1
+        self.refreshing = False
+        self.buffer.clear()
+
+    def _on_refresh(self, snap: BookUpdate) -> Publish | None:
+        """A new snapshot for the live book: stitched to the diffs kept since the refresh
+        started (the rule of a first snapshot), it replaces our book. If those diffs do not
+        follow it (it is older than the first of them), the live book is kept, still right
+        within its coverage, and the runner is asked for another."""
+        self.snapshot_requested = False
+        buffered, self.buffer = self.buffer, []
+        self.refreshing = False
+        book = OrderBook(keep_raw=self.plugin.keep_raw_levels)
+        book.replace_raw(snap.bids, snap.asks)
+        last_id = snap.last_id
+        applied = False
+        for upd in buffered:
+            verdict = self.plugin.check_delta(last_id, upd, not applied)
+            if verdict is Verdict.SKIP:
+                continue
+            if verdict is Verdict.GAP:
+                return self._retry_refresh()
+            applied = True
+            book.apply_raw(upd.bids, upd.asks)
+            last_id = self.plugin.next_id(last_id, upd)
+        if applied and last_id != self.last_id:
+            return self._retry_refresh()
+        if book.is_crossed() or self.plugin.verify(self.inst, book, snap):
+            return self._retry_refresh()
+        self.book = book
+        self.last_id = last_id
+        # a snapshot newer than every diff kept: the next diff must straddle it
+        self.first_after_snapshot = not applied
+        self._set_coverage(snap)
+        self.counters.refreshes += 1
+        self.counters.snapshots += 1
+        return Publish(True)
+
+    def _retry_refresh(self) -> None:
+        self._refresh_failed()
+        self.refresh_wanted = True
 
     def _check_book(self, upd: BookUpdate) -> Resync | None:
         failure = self.plugin.verify(self.inst, self.book, upd)

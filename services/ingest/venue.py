@@ -47,6 +47,9 @@ class FrameParser:
 class VenuePlugin(FrameParser):
     #: where a book's initial state comes from: a REST call stitched to the stream, or the stream
     snapshot_source: Literal["rest", "stream"] = "stream"
+    #: REST snapshots: levels a side they hold at most (0: the whole book). A cut snapshot is
+    #: refreshed when the price has moved to the end of what it covered (sync.py)
+    snapshot_levels: int = 0
     #: keep the exchange's price/size strings in the book (for checksums over original strings)
     keep_raw_levels: bool = False
     #: app-level keepalive: text to send every ``ping_interval_s`` seconds

@@ -104,3 +104,43 @@ def test_disconnect_stall_malformed_and_429_are_survived(stack):
         what="watchdog reconnect",
     )
     converge(sim, mirror)
+
+
+def test_a_cut_snapshot_is_refreshed_as_the_price_moves_and_the_book_stays_live(tmp_path):
+    """Snapshots of 20 levels a side on books of ~150: levels beyond the snapshot are unknown
+    until they change, so whenever fewer than 10 known levels remain on a side (the market
+    moved, levels were taken) ingest fetches a new snapshot. The refreshes are stitched in
+    without the book ever leaving ``live`` on the bus, and its top stays equal to the
+    exchange's (the stitching rule itself: tests/unit/test_binance_sync.py)."""
+    sim_port = free_port()
+    extra = "snapshot_limit = 20\nwatchdog_s = 4.0"
+    path = write_config(
+        tmp_path, venue_section("binance", sim_port=sim_port, bases=["BTC"], extra=extra), rate=200
+    )
+    cfg = load(path)
+    with processes(tmp_path) as start:
+        start("simulator", ["-m", "services.simulator", "--config", str(path)])
+        sim = SimControl(cfg.simulator["control_port"])
+        wait_until(sim.healthy, 20, what="simulator up")
+        start("ingest", ["-m", "services.ingest", "binance", "--config", str(path)])
+        v = cfg.venues["binance"]
+        mirror = BusMirror([Upstream(v.pub, v.control, "ingest-binance")], ["book."])
+        try:
+
+            def btc() -> dict:
+                return ingest_stats(mirror).get("instruments", {}).get("BTC-USDT", {})
+
+            wait_until(lambda: btc().get("refreshes", 0) >= 2, 90, what="two refreshes")
+            sim.pause()
+            try:
+                wait_until(
+                    lambda: books_equal(sim, mirror, depth=10), 20, what="top 10 == simulator's"
+                )
+            finally:
+                sim.resume()
+            assert btc()["resyncs"] == 0 and btc()["state"] == "live"
+            log = mirror.state_log[TOPIC]
+            assert log[log.index("live") :] == ["live"], log  # never out of sync once live
+        finally:
+            mirror.close()
+            sim.close()

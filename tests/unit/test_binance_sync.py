@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from common.config import ConfigError
 from common.model import BookUpdate
 from services.ingest.sync import (
     MAX_RESYNC_DELAY_S,
@@ -242,3 +243,71 @@ def test_resync_pace_lets_a_few_go_then_doubles_the_wait():
     assert pace.delay("BTC", 20.0) == MAX_RESYNC_DELAY_S
     assert pace.delay("ETH", 20.0) == 0.0  # one book's failures do not hold back another's
     assert pace.delay("BTC", 20.0 + RESYNC_WINDOW_S + 1) == 0.0  # a quiet minute: free again
+
+
+# -- a cut snapshot is refreshed while the book stays live ------------------------------------------
+def cut_machine(limit: int = 8) -> SyncLog:
+    """Snapshots of ``limit`` levels a side: bids 100..93, asks 101..108 (a deeper book exists)."""
+    plugin = plugin_for("binance", snapshot_limit=limit)
+    return SyncLog(sync_for(plugin, "BTCUSDT", "BTC", "USDT"))
+
+
+def levels(prices, size="1"):
+    return [(f"{p:.2f}", size) for p in prices]
+
+
+CUT_BIDS = levels(range(100, 92, -1))
+CUT_ASKS = levels(range(101, 109))
+
+
+def test_price_leaving_a_cut_snapshot_asks_for_a_refresh_and_the_book_stays_live():
+    m = cut_machine()
+    assert isinstance(m.feed(snapshot(1000, CUT_BIDS, CUT_ASKS)), Publish)
+    assert m.sync.cover_levels == 4
+    # the price falls: bids 100..97 are taken; 96..93 (4 known) still cover
+    assert isinstance(m.feed(diff(1001, 1001, bids=levels(range(100, 96, -1), "0"))), Publish)
+    assert not m.sync.refresh_wanted
+    # one more: 3 known bids left, and below 93 the book was never seen
+    m.feed(diff(1002, 1002, bids=[("96.00", "0")]))
+    assert m.sync.refresh_wanted and m.sync.state == "live"
+    m.sync.start_refresh()
+    m.feed(diff(1003, 1003, bids=[("95.00", "5")]))  # applied live, and kept
+    m.feed(diff(1004, 1004, asks=[("101.00", "0")]))
+    assert m.sync.book.best_bid() == (95.0, 5.0) and m.sync.state == "live"
+    # the new snapshot (taken at 1003, with the levels below 93 we never had) + 1004 replace it
+    fresh = snapshot(1003, [("95.00", "5"), *levels(range(94, 87, -1))], levels(range(101, 109)))
+    out = m.feed(fresh)
+    assert isinstance(out, Publish) and out.snapshot
+    book = m.sync.book
+    assert list(reversed(book.bids.keys())) == [95.0, 94.0, 93.0, 92.0, 91.0, 90.0, 89.0, 88.0]
+    assert book.best_ask() == (102.0, 1.0)  # 1004 applied on top of the snapshot
+    assert m.sync.last_id == 1004 and m.sync.state == "live" and not m.resyncs
+    assert m.sync.counters.refreshes == 1 and m.sync.bid_floor == 88.0
+    m.feed(diff(1005, 1005, asks=[("102.00", "0")]))  # the stream goes on from 1004
+    assert m.sync.book.best_ask() == (103.0, 1.0) and not m.resyncs
+
+
+def test_a_refresh_snapshot_older_than_the_kept_diffs_keeps_the_live_book():
+    m = cut_machine()
+    m.feed(snapshot(1000, CUT_BIDS, CUT_ASKS))
+    m.feed(diff(1001, 1001, bids=levels(range(100, 95, -1), "0")))
+    assert m.sync.refresh_wanted
+    m.sync.start_refresh()
+    m.feed(diff(1002, 1003, asks=[("101.00", "2")]))
+    before = (list(m.sync.book.bids.items()), list(m.sync.book.asks.items()))
+    assert m.feed(snapshot(1000, CUT_BIDS, CUT_ASKS)) is None  # 1002 does not follow 1000 + 1
+    assert (list(m.sync.book.bids.items()), list(m.sync.book.asks.items())) == before
+    assert m.sync.state == "live" and m.sync.last_id == 1003 and not m.resyncs
+    assert m.sync.counters.refresh_failures == 1 and m.sync.refresh_wanted
+
+
+def test_a_snapshot_shorter_than_the_limit_is_the_whole_book():
+    m = cut_machine(limit=20)
+    m.feed(snapshot(1000, CUT_BIDS, CUT_ASKS))  # 8 levels < 20: nothing lies beyond
+    m.feed(diff(1001, 1001, bids=levels(range(100, 93, -1), "0")))
+    assert not m.sync.refresh_wanted and m.sync.book.best_bid() == (93.0, 1.0)
+
+
+def test_snapshot_limit_must_be_one_binance_accepts():
+    with pytest.raises(ConfigError, match="snapshot_limit"):
+        plugin_for("binance", snapshot_limit=5001)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.config import ConfigError
 from common.model import BookUpdate, ConnectionSpec, Event, Instrument, Trade, TradeBatch
 from services.ingest.venue import ParseError, Verdict, ms_to_ns
 from services.ingest.venues.binance import BinanceSpot
@@ -42,11 +41,11 @@ class BinancePerp(BinanceSpot):
     trade_stream = "aggTrade"
     rest_weight_per_minute = 1200  # half the venue's 2,400/min
     options = frozenset({"snapshot_limit", "trade_ws_url"})
+    snapshot_limits = FAPI_DEPTH_LIMITS
+    default_snapshot_limit = 1000
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        if self.snapshot_limit not in FAPI_DEPTH_LIMITS:
-            raise ConfigError(f"{self.venue}: snapshot_limit must be one of {FAPI_DEPTH_LIMITS}")
         self.trade_ws_url: str | None = self.option("trade_ws_url", str, None)
 
     def _is_wanted(self, sym: dict[str, Any]) -> bool:
