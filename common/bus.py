@@ -36,6 +36,7 @@ log = logging.getLogger("flowbook.bus")
 STATEFUL_PREFIXES = ("book.",)
 LOSSY_PREFIXES = ("trade.",)
 RESYNC_RETRY_S = 2.0
+QUEUE_MAX = 100_000  # messages() mode: messages held for a consumer that is not reading
 DRAIN_BATCH = 2000
 # pyzmq's flags are enum.IntFlag members and ``flags | SNDMORE`` inside ``send_multipart`` builds
 # a new enum object per frame: two sends with plain ints cost 1.1 us a publish in a burst
@@ -318,6 +319,7 @@ class SubscriberStats:
     lost_trades: int = 0
     decode_errors: int = 0
     epochs_seen: int = 0
+    overflows: int = 0  # messages() mode: dropped because the consumer fell QUEUE_MAX behind
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -398,12 +400,19 @@ class Subscriber:
             # of waiting stale_after_s for the missing heartbeats.
             monitor = link.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             link.readers.append(FdReader(monitor, lambda f, lk=link: self._on_disconnect(lk), loop))
+        if self.on_message is None and self._queue is None:
+            # from the start: a consumer that awaits something before iterating must still get
+            # the first snapshots
+            self._queue = asyncio.Queue(QUEUE_MAX)
         self._task = loop.create_task(self._watch())
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Async-iterator mode: ``async for topic, msg in sub.messages()``."""
+        """Async-iterator mode: ``async for topic, msg in sub.messages()``. Messages are queued
+        from ``start()`` on; a consumer that falls ``QUEUE_MAX`` messages behind loses the
+        newest (``overflows``): its ``book.`` topics are resynced, a lost ``trade.`` counts in
+        ``lost_trades``."""
         if self._queue is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.Queue(QUEUE_MAX)
         while True:
             yield await self._queue.get()
 
@@ -418,7 +427,24 @@ class Subscriber:
         if self.on_message is not None:
             self.on_message(topic, msg)
         if self._queue is not None:
-            self._queue.put_nowait((topic, msg))
+            try:
+                self._queue.put_nowait((topic, msg))
+            except asyncio.QueueFull:
+                self._overflow(topic)
+
+    def _overflow(self, topic: str) -> None:
+        self.stats.overflows += 1
+        if self.stats.overflows == 1 or self.stats.overflows % 10_000 == 0:
+            log.warning(
+                "consumer %d messages behind: %d dropped so far (latest on %s)",
+                QUEUE_MAX,
+                self.stats.overflows,
+                topic,
+            )
+        if topic.startswith(LOSSY_PREFIXES):
+            self.stats.lost_trades += 1
+        elif topic.startswith(STATEFUL_PREFIXES):
+            self.resync(topic, "consumer fell behind")
 
     def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
         link.last_rx = time.monotonic()
@@ -635,6 +661,14 @@ class Subscriber:
     def usable(self, topic: str) -> bool:
         state = self.topics.get(topic)
         return bool(state and state.usable)
+
+    def topics_from(self, upstream: str) -> list[str]:
+        """The topics received from the publisher named ``upstream``."""
+        return [
+            t
+            for t, s in self.topics.items()
+            if s.link is not None and s.link.upstream.name == upstream
+        ]
 
     def close(self) -> None:
         if self._task:

@@ -9,6 +9,10 @@ and hands out whole values, never fragments:
   brings it back.
 * every other topic (``depth.*``, ``bbo.*``, ``status.*``, ``trade.*``): each message is complete
   in itself; the latest is kept in ``latest``.
+* a publisher that goes down (disconnected, or silent for ``stale_after_s``, 3 s): every value
+  that came from it, books and latest messages alike (trades aside), is withdrawn and delivered
+  as ``None``, since nobody vouches for it any more; ``down`` names the publishers that are
+  down. When it is heard again, everything is asked for afresh and comes back as it arrives.
 
 Delivery: ``on_book(topic, value)`` for every change, or ``async for topic, value in
 follower.updates()``, which conflates: a topic that changed several times while the consumer was
@@ -57,10 +61,16 @@ class BookFollower:
         self.books: dict[str, OrderBook] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.seq: dict[str, int] = {}  # seq of the message behind each topic's current value
+        self.down: set[str] = set()  # names of the publishers that are down
         self._changed: dict[str, None] = {}  # ordered set of topics not yet iterated
         self._wake: asyncio.Event | None = None
         self.sub = Subscriber(
-            upstreams, prefixes, self._on_message, on_stale=self._on_stale, **subscriber_options
+            upstreams,
+            prefixes,
+            self._on_message,
+            on_stale=self._on_stale,
+            on_upstream=self._on_upstream,
+            **subscriber_options,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -107,6 +117,23 @@ class BookFollower:
     def _on_stale(self, topic: str, reason: str) -> None:
         if self.books.pop(topic, None) is not None:
             self._notify(topic)
+
+    def _on_upstream(self, name: str, alive: bool) -> None:
+        if alive:
+            if name in self.down:
+                self.down.discard(name)
+                self.sub.refresh()
+            return
+        self.down.add(name)
+        for topic in self.sub.topics_from(name):
+            if topic.startswith("trade."):
+                continue
+            had = self.books.pop(topic, None) is not None
+            had = self.latest.pop(topic, None) is not None or had
+            if topic.startswith("book."):
+                self.sub.resync(topic, "publisher down")  # its deltas may go on: not from here
+            if had:
+                self._notify(topic)
 
     def _notify(self, topic: str) -> None:
         if self.on_book is not None:

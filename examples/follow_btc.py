@@ -5,6 +5,8 @@ DESIGN.md section 3): ``python examples/follow_btc.py [--endpoint tcp://127.0.0.
 Frames are ``[topic, payload]``; each payload carries the publisher's ``epoch`` and a per-topic
 ``seq`` (+1 per message). ``bbo.*`` and ``depth.*`` messages are complete, so a skipped seq or a
 new epoch only means we may hold a stale value: ask the control socket for a resync, carry on.
+The book builder sends a heartbeat every second: silent for 3 s, it is down and the last values
+shown are not live any more.
 """
 
 import argparse
@@ -18,6 +20,7 @@ ap.add_argument("--endpoint", default="tcp://127.0.0.1:5560", help="book builder
 ap.add_argument("--control", default="tcp://127.0.0.1:5660", help="book builder control")
 ap.add_argument("--symbol", default="BTC-USD", help="consolidated group")
 ap.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
+ap.add_argument("--silent-after", type=float, default=3.0, help="seconds without a message: down")
 args = ap.parse_args()
 
 topics = [f"bbo.all.{args.symbol}", f"depth.all.{args.symbol}"]
@@ -30,6 +33,8 @@ control.connect(args.control)
 last: dict[str, tuple[str, int]] = {}  # topic -> (epoch, seq) of its last message
 levels = "no depth yet"
 end = time.monotonic() + args.duration if args.duration else float("inf")
+last_rx = time.monotonic()
+silent = False
 
 
 def resync(why: str) -> None:
@@ -41,8 +46,17 @@ while time.monotonic() < end:
     while control.poll(0):
         control.recv()  # the publisher's "ok": the snapshots follow on the PUB socket
     if not sub.poll(200):
+        if not silent and time.monotonic() - last_rx > args.silent_after:
+            silent = True
+            print(
+                f"# book builder silent for {args.silent_after:g}s: down, values above are not live"
+            )
         continue
     topic_b, payload = sub.recv_multipart()
+    last_rx = time.monotonic()
+    if silent:
+        silent = False
+        resync("book builder heard again")  # what it holds now may differ from what we showed
     topic = topic_b.decode()
     if topic not in topics and not topic.startswith("hb."):
         continue  # a longer name under the same prefix: bbo.all.BTC-USD-PERP for BTC-USD

@@ -9,6 +9,7 @@ Also: ``common.follow.BookFollower`` and ``examples/follow_btc.py`` against the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import subprocess
 import threading
@@ -313,6 +314,93 @@ def test_book_follower_gives_whole_books_and_latest_depth(pub: ThreadPublisher) 
         thread.join(5)
 
 
+def test_book_follower_withdraws_what_a_silent_publisher_sent(pub: ThreadPublisher) -> None:
+    """A publisher that stops (no heartbeat, no data, connection open: a stopped process) no
+    longer vouches for its values: the follower delivers None for its book and its depth, and
+    brings both back once the publisher is heard again."""
+    pub.call(pub.new_book, TOPICS[0])
+    depth = {"type": "depth", "state": "live", "bids": [[99.0, 1.0]], "asks": [[101.0, 2.0]]}
+    pub.call(pub.message, "depth.all.S0-USD", depth)
+    got: queue.Queue = queue.Queue()
+    loop = asyncio.new_event_loop()
+    follower = BookFollower(
+        [Upstream(pub.pub_ep, pub.control_ep, "test")],
+        ["book.", "depth."],
+        lambda topic, value: got.put((topic, value is not None)),
+        stale_after_s=1.0,
+    )
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(asyncio.to_thread(lambda: None), loop).result(10)
+    loop.call_soon_threadsafe(follower.start, loop)
+    history: dict[str, list[bool]] = defaultdict(list)
+
+    def has(topic: str, value: bool) -> bool:
+        while not got.empty():
+            t, v = got.get()
+            history[t].append(v)
+        return bool(history[topic]) and history[topic][-1] is value
+
+    try:
+        wait_until(
+            lambda: has(TOPICS[0], True) and has("depth.all.S0-USD", True), 20, what="values"
+        )
+        # silent from now on, also to resync requests (as a stopped process is)
+        pub.call(lambda: pub._hb.cancel())
+        pub.call(setattr, pub.pub, "snapshot_provider", lambda prefixes: iter(()))
+        wait_until(lambda: has(TOPICS[0], False), 20, what="book withdrawn")
+        wait_until(lambda: has("depth.all.S0-USD", False), 20, what="depth withdrawn")
+        assert follower.down == {"test"}
+        assert follower.get(TOPICS[0]) is None and follower.get("depth.all.S0-USD") is None
+        pub.call(setattr, pub.pub, "snapshot_provider", pub._snapshots)
+        pub.call(pub.deltas, TOPICS[:1], 5)  # heard again: its data and heartbeats resume
+        pub.call(pub._start_heartbeat)
+        wait_until(lambda: has(TOPICS[0], True), 20, what="book back (a new snapshot)")
+        wait_until(lambda: has("depth.all.S0-USD", True), 20, what="depth back")
+        assert digest(follower.get(TOPICS[0])) == pub.call(lambda: digest(pub.books[TOPICS[0]]))
+        assert follower.down == set()
+    finally:
+        loop.call_soon_threadsafe(follower.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_messages_mode_keeps_what_arrives_before_the_consumer_iterates(
+    pub: ThreadPublisher,
+) -> None:
+    """``async for ... in sub.messages()`` entered only after the first snapshot was received
+    still starts with that snapshot, not with the deltas after it."""
+    pub.call(pub.new_book, TOPICS[0])
+
+    async def main() -> list[dict[str, Any]]:
+        sub = Subscriber([Upstream(pub.pub_ep, pub.control_ep, "test")], ["book."])
+        sub.start()
+        try:
+            # busy with something else until the book has been received
+            await asyncio.to_thread(
+                wait_until, lambda: sub.usable(TOPICS[0]), 20, what="snapshot received"
+            )
+            await asyncio.to_thread(pub.call, pub.deltas, TOPICS[:1], 3)
+            out: list[dict[str, Any]] = []
+
+            async def take() -> None:
+                async for topic, msg in sub.messages():
+                    if topic == TOPICS[0]:
+                        out.append(msg)
+                        if len(out) == 4:
+                            return
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(take(), 20)
+            return out
+        finally:
+            sub.close()
+
+    msgs = asyncio.run(main())
+    assert [m["type"] for m in msgs] == ["snapshot", "delta", "delta", "delta"]
+    assert [m["seq"] for m in msgs] == list(range(msgs[0]["seq"], msgs[0]["seq"] + 4))
+
+
 def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> None:
     bbo = {
         "type": "bbo",
@@ -334,7 +422,10 @@ def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> Non
     pub.call(pub.message, "depth.all.BTC-USD", depth)
     pub.call(pub.message, "bbo.all.BTC-USD", bbo)  # before the example starts: resync only
     proc = subprocess.Popen(
-        [PY, "examples/follow_btc.py", "--endpoint", pub.pub_ep, "--control", pub.control_ep],
+        [
+            *(PY, "examples/follow_btc.py", "--endpoint", pub.pub_ep, "--control", pub.control_ep),
+            *("--silent-after", "1"),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -370,6 +461,10 @@ def test_follow_btc_example_prints_consolidated_bbo(pub: ThreadPublisher) -> Non
         pub.restart()  # a new epoch: the example asks again and shows the current bbo
         wait_until(lambda: printed("publisher restarted"), 20, what="restart noticed")
         wait_until(lambda: printed("#1 bid 65000.8 x 2.0"), 20, what="bbo of the new epoch")
+        pub.call(lambda: pub._hb.cancel())  # the book builder stops: nothing comes any more
+        wait_until(lambda: printed("book builder silent for 1s: down"), 20, what="silence noticed")
+        pub.call(pub._start_heartbeat)
+        wait_until(lambda: printed("# resync: book builder heard again"), 20, what="back")
     finally:
         proc.terminate()
         proc.wait(10)
