@@ -109,6 +109,12 @@ class IngestRunner:
                         bodies.append(body)
                         page = self.plugin.metadata_next(page, body)
                 instruments = self.plugin.parse_metadata(bodies)
+                if not instruments:
+                    # exiting would make supervisord restart us in a loop, each time downloading
+                    # the metadata again: wait here, as for a failed download
+                    raise ValueError(
+                        f"none of {list(self.cfg.bases)} trades against {self.cfg.quote} here"
+                    )
             except (RestError, ValueError, KeyError, TypeError) as exc:
                 self.metadata_error = f"instrument metadata: {exc}"
                 delay = backoff.next_delay()

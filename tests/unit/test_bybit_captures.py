@@ -45,10 +45,18 @@ def reference_book(frames: list[bytes]) -> tuple[dict, dict, list[int]]:
     return bids, asks, us
 
 
+def ob500_plugin():
+    """Bybit as it was when the capture was made: linear depth 500 was removed on 2025-11-19
+    (exchanges.md 2.2), so the config no longer accepts it."""
+    plugin = plugin_for("bybit", bases=("XRP",), depth=200)
+    plugin.depth = 500
+    return plugin
+
+
 def test_xrpusdt_ob500_u_chain_contiguous_500_a_side_never_crossed_equal_to_reference():
     frames = read_byb(FILE)
     assert len(frames) == 50
-    plugin = plugin_for("bybit", bases=("XRP",), depth=500)
+    plugin = ob500_plugin()
     parser = plugin.new_parser(ConnectionSpec("ws://x", [], [], extra={"category": "linear"}))
     m = SyncLog(sync_for(plugin, "linear:XRPUSDT", "XRP", "USDT", "perp"))
     sizes = []
@@ -76,7 +84,7 @@ def test_xrpusdt_ob500_u_chain_contiguous_500_a_side_never_crossed_equal_to_refe
 
 def test_xrpusdt_ob500_one_dropped_delta_is_detected_as_a_gap():
     frames = read_byb(FILE)
-    plugin = plugin_for("bybit", bases=("XRP",), depth=500)
+    plugin = ob500_plugin()
     parser = plugin.new_parser(ConnectionSpec("ws://x", [], [], extra={"category": "linear"}))
     m = SyncLog(sync_for(plugin, "linear:XRPUSDT", "XRP", "USDT", "perp"))
     for n, frame in enumerate(frames):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from common.config import ConfigError
 from common.model import BookUpdate, ConnectionSpec, HttpRequest, TradeBatch
 from services.ingest.sync import Publish, Resync
 from services.ingest.venue import ParseError
@@ -321,3 +322,8 @@ def test_categories_option_selects_linear_only():
     ]
     with pytest.raises(ValueError):
         plugin_for("bybit", categories=["inverse"])
+
+
+def test_depth_must_be_one_the_venue_publishes():
+    with pytest.raises(ConfigError, match="depth must be one of"):
+        plugin_for("bybit", depth=500)  # linear 500 was removed on 2025-11-19

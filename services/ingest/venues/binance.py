@@ -33,7 +33,7 @@ from common.model import (
 )
 from services.ingest.venue import ParseError, VenuePlugin, Verdict, ms_to_ns
 
-STREAMS_PER_CONNECTION = 400  # the venue allows 1024
+STREAMS_PER_CONNECTION = 400  # spot allows 1024 streams a connection
 
 
 def precision(step: str) -> int:
@@ -57,6 +57,7 @@ class BinanceSpot(VenuePlugin):
     # in the 2024 captures; the book is refreshed when the price reaches the snapshot's end
     snapshot_limits: tuple[int, ...] = tuple(range(1, 5001))
     default_snapshot_limit = 5000
+    streams_per_connection = STREAMS_PER_CONNECTION
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -118,7 +119,7 @@ class BinanceSpot(VenuePlugin):
         streams. ``owns``: the books of these instruments live on it (a reconnect resyncs them)."""
         specs = []
         width = max((len(names) for _, names in streams), default=1)
-        per_conn = max(1, STREAMS_PER_CONNECTION // width)
+        per_conn = max(1, self.streams_per_connection // width)
         for i in range(0, len(streams), per_conn):
             chunk = streams[i : i + per_conn]
             names = "/".join(n for _, pair in chunk for n in pair)

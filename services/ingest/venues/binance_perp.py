@@ -43,6 +43,7 @@ class BinancePerp(BinanceSpot):
     options = frozenset({"snapshot_limit", "trade_ws_url"})
     snapshot_limits = FAPI_DEPTH_LIMITS
     default_snapshot_limit = 1000
+    streams_per_connection = 200  # USD-M: "a maximum of 200 streams" a connection
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

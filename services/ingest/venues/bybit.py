@@ -47,6 +47,7 @@ from services.ingest.venue import FrameParser, ParseError, VenuePlugin, Verdict,
 
 INFO_PATH = "/v5/market/instruments-info"
 CATEGORIES = ("spot", "linear")
+DEPTHS = (1, 50, 200, 1000)  # orderbook.N: the depths the venue publishes
 KINDS = {"spot": "spot", "linear": "perp"}
 ARGS_PER_REQUEST = {"spot": 10, "linear": 200}  # spot: at most 10 args per subscribe request
 MAX_ARGS_CHARS = 20_000  # the venue allows 21,000 characters of args per connection
@@ -151,6 +152,9 @@ class Bybit(VenuePlugin):
             bad = sorted(unknown) or "none"
             raise ConfigError(f"[venues.{self.venue}] categories must be among {CATEGORIES}: {bad}")
         self.depth = self.option("depth", int, 50)
+        if self.depth not in DEPTHS:
+            # any other depth is refused by the venue, topic by topic (exchanges.md 2.2)
+            raise ConfigError(f"[venues.{self.venue}] depth must be one of {DEPTHS}: {self.depth}")
         self.page_limit = self.option("page_limit", int, 1000)
         self.ping_interval_s = self.option("ping_interval_s", float, self.ping_interval_s)
         self.ws_url = cfg.ws_url.rstrip("/")
