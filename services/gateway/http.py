@@ -232,6 +232,8 @@ class HttpApi:
                 "resyncs": stats.get("resyncs"),
                 "reconnects": stats.get("reconnects"),
                 "parse_errors": stats.get("parse_errors"),
+                "venue_errors": stats.get("venue_errors"),
+                "last_venue_error": stats.get("last_venue_error"),
                 "checksum_failures": stats.get("checksum_failures"),
                 "instruments": state.instrument_states(venue),
             }

@@ -36,7 +36,7 @@ from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
 from services.ingest.rest import RestClient, RestError
 from services.ingest.sync import InstrumentSync, Publish, Resync, ResyncPace, SyncWaits
-from services.ingest.venue import VenuePlugin
+from services.ingest.venue import VenueError, VenuePlugin
 
 log = logging.getLogger("flowbook.ingest")
 
@@ -70,6 +70,8 @@ class IngestRunner:
         self.frames = RateMeter()
         self.bytes = 0
         self.parse_errors = 0
+        self.venue_errors = 0
+        self.last_venue_error: str | None = None
         self.reconnects = 0
         self.trades = 0
         self.latency = LatencyHistogram()
@@ -190,6 +192,9 @@ class IngestRunner:
                     self.recorder.write(spec.label, ts_recv, frame)
                 try:
                     events = parser.parse(frame, ts_recv)
+                except VenueError as exc:
+                    self._venue_error(str(exc), spec.label)
+                    continue
                 except Exception as exc:
                     self.parse_errors += 1
                     log.warning(
@@ -257,6 +262,13 @@ class IngestRunner:
                     await ws.send(plugin.ping_message)
         # a stalled peer may never answer a close handshake: drop the TCP connection
         ws.transport.abort()
+
+    def _venue_error(self, message: str, label: str) -> None:
+        """The exchange said no (a refused subscription, a limit): an error, not noise."""
+        self.venue_errors += 1
+        self.last_venue_error = f"{label}: {message}"
+        if self.venue_errors <= 100 or self.venue_errors % 1000 == 0:
+            log.error("%s: the exchange reports an error on %s: %s", self.venue, label, message)
 
     # -- books and trades -------------------------------------------------------------------
     def _on_book(self, upd: BookUpdate) -> None:
@@ -526,6 +538,8 @@ class IngestRunner:
             "venue": self.venue,
             "venue_state": self.venue_state(),
             "error": self.metadata_error,
+            "venue_errors": self.venue_errors,
+            "last_venue_error": self.last_venue_error,
             "connections": dict(self.conn_state),
             "instruments": instruments,
             "frames": self.frames.count,

@@ -21,6 +21,12 @@ class ParseError(ValueError):
     """A frame the plugin cannot read; the runner logs it with the venue, counts it, skips it."""
 
 
+class VenueError(ParseError):
+    """A well-formed frame in which the exchange reports an error (a refused subscription, a
+    rate limit): the runner logs it as an error, counts it in ``venue_errors`` and shows the
+    latest in the venue's stats (``last_venue_error``), apart from malformed frames."""
+
+
 def ms_to_ns(ms: Any) -> int:
     """An exchange's integer milliseconds as nanoseconds; anything else is a ParseError (a
     string times 10**6 would be a 13 MB string, not an error)."""

@@ -106,6 +106,7 @@ def test_a_refused_resubscribe_is_asked_again_not_left_syncing(stack):
     sim, mirror = stack
     converge(sim, mirror)
     reconnects = stats(mirror)["reconnects"]
+    parse_errors = stats(mirror).get("parse_errors", 0)
     sim.fault(VENUE, "refuse", symbol=BTC)  # the resubscribe after the checksum failure
     sim.fault(VENUE, "checksum", symbol=BTC)
     wait_until(lambda: inst(mirror, BTC, "checksum_failures") == 1, 20, what="checksum failure")
@@ -113,6 +114,10 @@ def test_a_refused_resubscribe_is_asked_again_not_left_syncing(stack):
     converge(sim, mirror)
     assert stats(mirror)["reconnects"] == reconnects  # one book, repaired on its connection
     assert inst(mirror, ETH, "resyncs") == 0
+    # the refusal is reported as the exchange's error, not as a malformed frame
+    assert stats(mirror)["venue_errors"] == 1
+    assert "error 60014: Requests too frequent" in stats(mirror)["last_venue_error"]
+    assert stats(mirror).get("parse_errors", 0) == parse_errors
 
 
 def test_a_book_that_keeps_failing_is_resynced_at_a_slower_pace(stack):

@@ -31,7 +31,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import ParseError, VenuePlugin, Verdict, ms_to_ns
+from services.ingest.venue import ParseError, VenueError, VenuePlugin, Verdict, ms_to_ns
 
 STREAMS_PER_CONNECTION = 400  # spot allows 1024 streams a connection
 
@@ -140,6 +140,8 @@ class BinanceSpot(VenuePlugin):
         if data is None:
             if isinstance(msg, dict) and "result" in msg and "id" in msg:
                 return []  # subscribe ack
+            if isinstance(msg, dict) and "code" in msg and "msg" in msg:
+                raise VenueError(f"error {msg['code']}: {msg['msg']}")
             raise ParseError("no 'data' in combined-stream frame")
         kind = data.get("e")
         handler = self._handlers.get(kind)

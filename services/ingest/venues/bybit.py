@@ -43,7 +43,14 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import FrameParser, ParseError, VenuePlugin, Verdict, ms_to_ns
+from services.ingest.venue import (
+    FrameParser,
+    ParseError,
+    VenueError,
+    VenuePlugin,
+    Verdict,
+    ms_to_ns,
+)
 
 INFO_PATH = "/v5/market/instruments-info"
 CATEGORIES = ("spot", "linear")
@@ -92,7 +99,7 @@ class BybitParser(FrameParser):
         if topic is None:
             if msg.get("op") in CONTROL_OPS or msg.get("type") == "COMMAND_RESP":
                 if msg.get("success") is False:
-                    raise ParseError(f"{msg.get('op')} refused: {msg.get('ret_msg')}")
+                    raise VenueError(f"{msg.get('op')} refused: {msg.get('ret_msg')}")
                 return []  # subscribe/unsubscribe ack or pong, spot or linear shape
             raise ParseError("frame has neither a topic nor an op")
         channel, _, _ = topic.partition(".")

@@ -50,7 +50,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import FrameParser, ParseError, VenuePlugin
+from services.ingest.venue import FrameParser, ParseError, VenueError, VenuePlugin
 
 CHANNELS = ("level2", "market_trades", "heartbeats")
 TAKER_SIDE = {"BUY": "sell", "SELL": "buy"}  # the venue's side is the maker's
@@ -234,7 +234,7 @@ class ConnectionParser(FrameParser):
         seq = msg.get("sequence_num")
         if type(seq) is not int:
             if msg.get("type") == "error":
-                raise ParseError(f"venue error: {msg.get('message')!r}")
+                raise VenueError(f"error: {msg.get('message')!r}")
             raise ParseError("no integer sequence_num")
         last = self.last_seq
         if last is not None and seq <= last:

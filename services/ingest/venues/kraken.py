@@ -49,7 +49,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import ParseError, VenuePlugin
+from services.ingest.venue import ParseError, VenueError, VenuePlugin
 
 DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
@@ -187,7 +187,7 @@ class KrakenSpot(VenuePlugin):
         if method not in ("subscribe", "unsubscribe", "pong"):
             raise ParseError(f"unknown message (method {method!r})")
         if msg.get("success") is False:
-            raise ParseError(f"{method} refused: {msg.get('error')}")
+            raise VenueError(f"{method} refused: {msg.get('error')}")
         return []
 
     def _levels(self, levels: list[dict[str, Any]], symbol: str) -> list[RawLevel]:

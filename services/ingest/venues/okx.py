@@ -43,7 +43,7 @@ from common.model import (
     Trade,
     TradeBatch,
 )
-from services.ingest.venue import ParseError, VenuePlugin, Verdict
+from services.ingest.venue import ParseError, VenueError, VenuePlugin, Verdict
 
 BOOKS, TRADES = "books", "trades"
 INSTRUMENTS_PER_CONNECTION = 10  # 20 channels: OKX advises < 30 per connection for 400-level books
@@ -151,7 +151,7 @@ class Okx(VenuePlugin):
             return [Reconnect(f"notice {SERVICE_UPGRADE}: {msg.get('msg')}")]
         if event == "notice":
             return []
-        raise ParseError(f"venue {event} {msg.get('code')}: {msg.get('msg')}")
+        raise VenueError(f"{event} {msg.get('code')}: {msg.get('msg')}")
 
     def _books(self, msg: dict[str, Any]) -> list[Event]:
         action = msg["action"]
