@@ -228,17 +228,30 @@ class Publisher:
             self._reply(ident, {"ok": False, "error": "request must be a JSON object"})
             return
         if op == "resync":
-            prefixes = req.get("topics") or [""]
+            prefixes = req.get("topics", [""])
             if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
                 self._reply(ident, {"ok": False, "error": "topics must be a list of strings"})
+                return
+            if not prefixes:
+                self._reply(ident, {"ok": False, "error": "topics is empty (omit it for all)"})
                 return
             self.resync_requests += 1
             first = not self._pending_resync
             self._pending_resync.update(prefixes)
             if first and self._loop is not None:
                 self._loop.call_soon(self._flush_resyncs)
+            # how many topics published here so far the prefixes cover: 0 is most likely a
+            # misspelt name (a consolidated group is BASE-UNIT, e.g. BTC-USD)
+            matched = sum(1 for t in self._seq if t.startswith(tuple(prefixes)))
             self._reply(
-                ident, {"ok": True, "op": "resync", "epoch": self.epoch, "topics": prefixes}
+                ident,
+                {
+                    "ok": True,
+                    "op": "resync",
+                    "epoch": self.epoch,
+                    "topics": prefixes,
+                    "matched": matched,
+                },
             )
         elif op == "ping":
             self._reply(ident, {"ok": True, "op": "pong", "epoch": self.epoch})

@@ -44,7 +44,9 @@ def resync(why: str) -> None:
 
 while time.monotonic() < end:
     while control.poll(0):
-        control.recv()  # the publisher's "ok": the snapshots follow on the PUB socket
+        reply = orjson.loads(control.recv())  # "ok": the snapshots follow on the PUB socket
+        if reply.get("matched") == 0:
+            print(f"# the publisher has no topic {topics[0]} (a group is BASE-UNIT, e.g. BTC-USD)")
     if not sub.poll(200):
         if not silent and time.monotonic() - last_rx > args.silent_after:
             silent = True

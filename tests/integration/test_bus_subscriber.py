@@ -16,6 +16,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import orjson
 import pytest
 
 from common.book import OrderBook
@@ -644,3 +645,31 @@ def test_a_socket_that_fails_stops_being_read_instead_of_spinning(caplog) -> Non
     assert received >= 1
     assert not still_watched, "the failed socket's FD is still registered with the loop"
     assert "no longer reading it" in caplog.text
+
+
+def test_control_socket_says_how_many_topics_a_resync_covers(pub: ThreadPublisher) -> None:
+    """A resync naming nothing the publisher has (a misspelt group) is answered ``matched: 0``
+    rather than a bare ok followed by silence; an empty list is refused."""
+    import zmq
+
+    for t in TOPICS[:2]:
+        pub.call(pub.new_book, t)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(pub.control_ep)
+
+    def ask(req: dict[str, Any]) -> dict[str, Any]:
+        dealer.send(orjson.dumps(req))
+        assert dealer.poll(10_000), "no reply"
+        return orjson.loads(dealer.recv())
+
+    try:
+        assert ask({"op": "resync", "topics": ["book.test."]})["matched"] == 2
+        assert ask({"op": "resync", "topics": [TOPICS[0]]})["matched"] == 1
+        nothing = ask({"op": "resync", "topics": ["book.test.S0-USDT"]})
+        assert nothing["ok"] is True and nothing["matched"] == 0
+        empty = ask({"op": "resync", "topics": []})
+        assert empty["ok"] is False and "empty" in empty["error"]
+        assert ask({"op": "resync"})["matched"] >= 2  # no topics: every topic (heartbeats too)
+    finally:
+        dealer.close()
