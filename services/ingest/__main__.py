@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowbook ingest: venue {venue.name} is disabled in {cfg.path}", file=sys.stderr)
         return 2
     publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
-    runner = IngestRunner(venue, plugin, publisher)
+    # twice the published depth stays known while a refresh is on its way
+    runner = IngestRunner(venue, plugin, publisher, cover_levels=2 * cfg.book.depth)
     apply_realtime(cfg.realtime_priority_for("ingest"), f"ingest-{venue.name}")
     try:
         aio.run(_serve(runner))

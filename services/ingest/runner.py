@@ -35,7 +35,14 @@ from common.model import (
 from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
 from services.ingest.rest import RestClient, RestError
-from services.ingest.sync import InstrumentSync, Publish, Resync, ResyncPace, SyncWaits
+from services.ingest.sync import (
+    COVER_LEVELS,
+    InstrumentSync,
+    Publish,
+    Resync,
+    ResyncPace,
+    SyncWaits,
+)
 from services.ingest.venue import VenueError, VenuePlugin
 
 log = logging.getLogger("flowbook.ingest")
@@ -56,8 +63,15 @@ def load_plugin(cfg: VenueConfig) -> VenuePlugin:
 
 
 class IngestRunner:
-    def __init__(self, cfg: VenueConfig, plugin: VenuePlugin, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        cfg: VenueConfig,
+        plugin: VenuePlugin,
+        publisher: Publisher,
+        cover_levels: int = COVER_LEVELS,
+    ) -> None:
         self.cfg = cfg
+        self.cover_levels = cover_levels  # levels a side a cut REST snapshot must cover
         self.plugin = plugin
         self.venue = cfg.name
         self.bus = publisher
@@ -81,6 +95,7 @@ class IngestRunner:
         # kept across connections: where a retry is a reconnect (Coinbase), its back-off holds
         self.sync_waits = SyncWaits(plugin.sync_timeout_s)
         self.resync_pace = ResyncPace()
+        self.refresh_pace = ResyncPace()  # refreshes do not use up the resyncs' allowance
 
     # -- start-up ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -91,7 +106,7 @@ class IngestRunner:
             self._spawn(self.recorder.flush_loop())
         instruments = await self._load_instruments()
         for inst in instruments:
-            self.syncs[inst.native] = InstrumentSync(inst, self.plugin)
+            self.syncs[inst.native] = InstrumentSync(inst, self.plugin, self.cover_levels)
         specs = self.plugin.connections(instruments)
         await asyncio.gather(*(self._connection_loop(spec) for spec in specs))
 
@@ -285,7 +300,7 @@ class IngestRunner:
         """The live book's REST snapshot no longer covers enough levels: fetch another while the
         book stays live (paced like resyncs; sync.py has the rule)."""
         sync.start_refresh()
-        delay = self.resync_pace.delay(sync.inst.native, time.monotonic())
+        delay = self.refresh_pace.delay(sync.inst.native, time.monotonic())
         log.info(
             "%s %s: price reached the end of the snapshot: refreshing it%s",
             self.venue,

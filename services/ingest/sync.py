@@ -26,7 +26,7 @@ MAX_SYNC_WAIT_S = 600.0
 RESYNC_WINDOW_S = 60.0  # resyncs of one book counted over this window
 RESYNC_FREE = 3  # that many in the window go at once; then 1 s, 2 s, ... up to MAX_RESYNC_DELAY_S
 MAX_RESYNC_DELAY_S = 20.0
-COVER_LEVELS = 100  # known levels a side a cut snapshot must still cover: 2x the default depth
+COVER_LEVELS = 100  # known levels a side a cut snapshot must still cover: 2x [book] depth (50)
 
 
 @dataclass(slots=True)
@@ -134,7 +134,7 @@ class InstrumentSync:
         if self.refreshing:
             self.buffer.append(upd)
             if len(self.buffer) > MAX_BUFFERED:
-                self._refresh_failed()
+                self._restart_refresh()
         return self._apply(upd, Publish(False))
 
     def _on_snapshot(self, snap: BookUpdate) -> Publish | Resync | None:
@@ -205,29 +205,31 @@ class InstrumentSync:
         return self.ask_ceiling == math.inf or asks.bisect_right(self.ask_ceiling) >= need
 
     def start_refresh(self) -> None:
-        """The runner fetches a snapshot to replace the live book: keep the diffs from now."""
+        """The runner fetches a snapshot to replace the live book: keep the diffs from now on.
+        A retry keeps them too, so a snapshot that lags the stream still finds its place."""
         self.refresh_wanted = False
-        self.refreshing = True
-        self.buffer.clear()
+        if not self.refreshing:
+            self.refreshing = True
+            self.buffer.clear()
 
-    def _refresh_failed(self) -> None:
+    def _restart_refresh(self) -> None:
+        """Too many diffs kept: start over with a fresh snapshot."""
         self.counters.refresh_failures += 1
         self.refreshing = False
         self.buffer.clear()
+        self.refresh_wanted = True
 
     def _on_refresh(self, snap: BookUpdate) -> Publish | None:
         """A new snapshot for the live book: stitched to the diffs kept since the refresh
-        started (the rule of a first snapshot), it replaces our book. If those diffs do not
-        follow it (it is older than the first of them), the live book is kept, still right
-        within its coverage, and the runner is asked for another."""
+        started (the rule of a first snapshot), it replaces our book. If it does not fit (older
+        than the first kept diff, or than our book), the live book is kept, still right within
+        its coverage, the diffs stay kept and the runner is asked for another."""
         self.snapshot_requested = False
-        buffered, self.buffer = self.buffer, []
-        self.refreshing = False
         book = OrderBook(keep_raw=self.plugin.keep_raw_levels)
         book.replace_raw(snap.bids, snap.asks)
         last_id = snap.last_id
         applied = False
-        for upd in buffered:
+        for upd in self.buffer:
             verdict = self.plugin.check_delta(last_id, upd, not applied)
             if verdict is Verdict.SKIP:
                 continue
@@ -238,10 +240,14 @@ class InstrumentSync:
             last_id = self.plugin.next_id(last_id, upd)
         if applied and last_id != self.last_id:
             return self._retry_refresh()
+        if not applied and self.last_id is not None and last_id < self.last_id:
+            return self._retry_refresh()  # older than the book we have: it would go back
         if book.is_crossed() or self.plugin.verify(self.inst, book, snap):
             return self._retry_refresh()
         self.book = book
         self.last_id = last_id
+        self.buffer = []
+        self.refreshing = False
         # a snapshot newer than every diff kept: the next diff must straddle it
         self.first_after_snapshot = not applied
         self._set_coverage(snap)
@@ -250,7 +256,7 @@ class InstrumentSync:
         return Publish(True)
 
     def _retry_refresh(self) -> None:
-        self._refresh_failed()
+        self.counters.refresh_failures += 1
         self.refresh_wanted = True
 
     def _check_book(self, upd: BookUpdate) -> Resync | None:

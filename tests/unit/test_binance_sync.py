@@ -299,6 +299,29 @@ def test_a_refresh_snapshot_older_than_the_kept_diffs_keeps_the_live_book():
     assert (list(m.sync.book.bids.items()), list(m.sync.book.asks.items())) == before
     assert m.sync.state == "live" and m.sync.last_id == 1003 and not m.resyncs
     assert m.sync.counters.refresh_failures == 1 and m.sync.refresh_wanted
+    # the kept diffs stay kept: a second snapshot lagging the stream as much still fits
+    m.sync.start_refresh()
+    m.feed(diff(1004, 1004, bids=[("93.00", "0")]))
+    out = m.feed(snapshot(1001, levels(range(95, 87, -1)), CUT_ASKS))  # taken at 1001
+    assert isinstance(out, Publish) and out.snapshot
+    assert m.sync.last_id == 1004 and m.sync.book.best_ask() == (101.0, 2.0)
+    assert 93.0 not in m.sync.book.bids and m.sync.book.best_bid() == (95.0, 1.0)
+    assert m.sync.counters.refreshes == 1 and not m.sync.refreshing and not m.resyncs
+
+
+def test_a_refresh_snapshot_older_than_the_book_is_never_published():
+    """No diff came while the snapshot was on its way, and it is older than our book (a REST
+    answer that lags): publishing it would take the book back in time."""
+    m = cut_machine()
+    m.feed(snapshot(1000, CUT_BIDS, CUT_ASKS))
+    m.feed(diff(1001, 1005, bids=levels(range(100, 95, -1), "0"), asks=[("101.00", "0")]))
+    m.sync.start_refresh()
+    published = len(m.published)
+    assert m.feed(snapshot(1003, CUT_BIDS, CUT_ASKS)) is None
+    assert len(m.published) == published and m.sync.book.best_ask() == (102.0, 1.0)
+    assert m.sync.last_id == 1005 and m.sync.refresh_wanted and not m.resyncs
+    m.feed(diff(1006, 1006))  # the stream goes on from our book, not from the old snapshot
+    assert not m.resyncs and m.sync.state == "live"
 
 
 def test_a_snapshot_shorter_than_the_limit_is_the_whole_book():

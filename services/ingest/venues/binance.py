@@ -53,10 +53,10 @@ class BinanceSpot(VenuePlugin):
     depth_stream = "depth@100ms"
     trade_stream = "trade"
     options = frozenset({"snapshot_limit"})
-    # the most the venue gives (weight 250): 1000 levels covered only +-0.33% of BTC's price
-    # in the 2024 captures; the book is refreshed when the price reaches the snapshot's end
+    # 1000 levels (weight 50) covered +-0.33% of BTC's price in the 2024 captures: the book is
+    # refreshed when the price reaches the snapshot's end (sync.py). Up to 5000 (weight 250)
     snapshot_limits: tuple[int, ...] = tuple(range(1, 5001))
-    default_snapshot_limit = 5000
+    default_snapshot_limit = 1000
     streams_per_connection = STREAMS_PER_CONNECTION
 
     def __init__(self, cfg) -> None:
