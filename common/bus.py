@@ -416,16 +416,17 @@ class Subscriber:
         if self.on_message is None and self._queue is None:
             # from the start: a consumer that awaits something before iterating must still get
             # the first snapshots
-            self._queue = asyncio.Queue(QUEUE_MAX)
+            self._queue = asyncio.Queue()
         self._task = loop.create_task(self._watch())
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Async-iterator mode: ``async for topic, msg in sub.messages()``. Messages are queued
-        from ``start()`` on; a consumer that falls ``QUEUE_MAX`` messages behind loses the
-        newest (``overflows``): its ``book.`` topics are resynced, a lost ``trade.`` counts in
-        ``lost_trades``."""
+        from ``start()`` on. A consumer ``QUEUE_MAX`` messages behind loses the newest
+        (``overflows``): a lost ``trade.`` counts in ``lost_trades``; any other topic is asked
+        for again, and a ``book.`` topic is first followed in the queue by a ``state`` message
+        (``stale``, "consumer fell behind"): drop that book until its next ``snapshot``."""
         if self._queue is None:
-            self._queue = asyncio.Queue(QUEUE_MAX)
+            self._queue = asyncio.Queue()
         while True:
             yield await self._queue.get()
 
@@ -440,9 +441,9 @@ class Subscriber:
         if self.on_message is not None:
             self.on_message(topic, msg)
         if self._queue is not None:
-            try:
+            if self._queue.qsize() < QUEUE_MAX:
                 self._queue.put_nowait((topic, msg))
-            except asyncio.QueueFull:
+            else:
                 self._overflow(topic)
 
     def _overflow(self, topic: str) -> None:
@@ -456,8 +457,14 @@ class Subscriber:
             )
         if topic.startswith(LOSSY_PREFIXES):
             self.stats.lost_trades += 1
-        elif topic.startswith(STATEFUL_PREFIXES):
-            self.resync(topic, "consumer fell behind")
+            return
+        if topic.startswith("hb."):
+            return
+        if topic.startswith(STATEFUL_PREFIXES) and self.usable(topic) and self._queue is not None:
+            # past the bound, once per topic until its next snapshot: the consumer must know
+            notice = {"type": "state", "state": "stale", "reason": "consumer fell behind"}
+            self._queue.put_nowait((topic, notice))
+        self.resync(topic, "consumer fell behind")  # the current value comes again
 
     def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
         link.last_rx = time.monotonic()
@@ -610,6 +617,15 @@ class Subscriber:
         for link in self.links:
             if link.joined:
                 self._request(link, [p for p in self.prefixes if not p.startswith("hb")])
+
+    def request_snapshot(self, topic: str) -> None:
+        """Ask the topic's publisher to send it again while our copy stays usable: the snapshot
+        comes in sequence and replaces it (a book builder mirror cut short, before it runs out
+        of levels)."""
+        state = self.topics.get(topic)
+        links = [state.link] if state is not None and state.link is not None else self.links
+        for link in links:
+            self._request(link, [topic])
 
     def resync(self, topic: str, reason: str) -> None:
         """Declare a topic's copy unusable (e.g. the consumer could not apply a message) and ask

@@ -35,6 +35,7 @@ levels = "no depth yet"
 end = time.monotonic() + args.duration if args.duration else float("inf")
 last_rx = time.monotonic()
 silent = False
+first_reply = True
 
 
 def resync(why: str) -> None:
@@ -45,8 +46,12 @@ def resync(why: str) -> None:
 while time.monotonic() < end:
     while control.poll(0):
         reply = orjson.loads(control.recv())  # "ok": the snapshots follow on the PUB socket
-        if reply.get("matched") == 0:
-            print(f"# the publisher has no topic {topics[0]} (a group is BASE-UNIT, e.g. BTC-USD)")
+        if reply.get("matched") == 0 and first_reply:  # later, a restarted publisher has none yet
+            print(
+                f"# nothing published as {topics[0]} yet: misspelt? (a group is BASE-UNIT, "
+                "e.g. BTC-USD)"
+            )
+        first_reply = False
     if not sub.poll(200):
         if not silent and time.monotonic() - last_rx > args.silent_after:
             silent = True

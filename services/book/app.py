@@ -73,6 +73,7 @@ class BookBuilder:
             self._publish,
             self._touch,
             resync=self._resync,
+            refresh=self._refresh,
             wake=self._wake,
         )
         self.publisher = publisher or Publisher(
@@ -117,6 +118,10 @@ class BookBuilder:
     def _resync(self, venue: str, topic: str, reason: str) -> None:
         """Ask the venue's ingest for a fresh snapshot of ``topic`` (our copy is unusable)."""
         self.subs[venue].resync(topic, reason)
+
+    def _refresh(self, venue: str, topic: str) -> None:
+        """Ask the venue's ingest for a fresh snapshot of ``topic``; our copy stays in use."""
+        self.subs[venue].request_snapshot(topic)
 
     def _wake(self) -> None:
         if self._loop is not None and not self._wake_pending:

@@ -69,6 +69,7 @@ class Engine:
         touch: Callable[[str], None],
         *,
         resync: Callable[[str, str, str], None] | None = None,
+        refresh: Callable[[str, str], None] | None = None,
         wake: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,6 +77,7 @@ class Engine:
         self.publish = publish
         self.touch = touch
         self.resync = resync
+        self.refresh = refresh
         self.wake = wake
         self.clock = clock
         self.venues = {v: VenueStatus(v) for v in venues}
@@ -180,6 +182,10 @@ class Engine:
             if not m.covers_depth():
                 self._lost_sync(m, f"book.{venue}.{symbol}", "top levels reach past the trim")
                 return
+            if m.refresh_due() and self.refresh is not None:
+                m.refresh_asked = True
+                m.refreshes += 1
+                self.refresh(venue, f"book.{venue}.{symbol}")
             group = self.groups.get(m.group) if m.group else None
             crossing = (
                 group is not None
@@ -547,6 +553,7 @@ class Engine:
             "books": books,
             "levels": sum(len(m.book) for m in self.mirrors.values()),
             "trims": sum(m.trims for m in self.mirrors.values()),
+            "refreshes": sum(m.refreshes for m in self.mirrors.values()),
             "ignored_deltas": sum(m.ignored for m in self.mirrors.values()),
             "groups": len(self.groups),
             "latency_us": overall,

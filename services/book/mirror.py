@@ -10,9 +10,10 @@ its venue may be ``down`` (publisher silent): the book is kept, but excluded and
 Memory is bounded with hysteresis: once a side holds more than ``TRIM_FACTOR * keep`` levels it
 is cut back to ``keep`` (``keep`` defaults to 5x the published depth). Past the cut, levels that
 never change again are unknown, so the cut price of each side is kept as an edge: while the
-published top ``depth`` levels lie inside the edges they are exact; once prices move through
-``keep - depth`` levels and the top ``depth`` would reach past an edge, ``covers_depth`` is False
-and the engine asks ingest (which keeps the whole book) for a fresh snapshot.
+published top ``depth`` levels lie inside the edges they are exact. Once the top ``2 * depth``
+would reach past an edge, ``refresh_due`` asks ingest (which keeps the whole book) for a fresh
+snapshot while the book stays live; only if the top ``depth`` reach past an edge before it comes
+is ``covers_depth`` False and the book stale until it does.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Mirror:
         "keep",
         "market",
         "reason",
+        "refresh_asked",
+        "refreshes",
         "snapshots",
         "symbol",
         "sync",
@@ -111,6 +114,8 @@ class Mirror:
         self.deltas = 0
         self.ignored = 0
         self.trims = 0
+        self.refreshes = 0  # snapshots asked for ahead of the edges
+        self.refresh_asked = False
         self.depth = depth  # levels published per side
         self.top_changed = True  # the last delta changed the best ``depth`` levels
         self.bid_edge = -math.inf  # bids below it, and asks above ask_edge, were cut
@@ -141,6 +146,7 @@ class Mirror:
         self.sync = LIVE
         self.reason = None
         self.bid_edge, self.ask_edge = -math.inf, math.inf
+        self.refresh_asked = False
         self._trim()
 
     def delta(self, bids: list[Level], asks: list[Level], ts: Timestamps) -> bool:
@@ -170,6 +176,14 @@ class Mirror:
         self.sync = state
         self.reason = reason
         self.book.clear()
+
+    def refresh_due(self) -> bool:
+        """The top ``2 * depth`` levels of a side reach past its edge and no snapshot has been
+        asked for since the last: time to ask, while the top ``depth`` are still exact."""
+        if self.refresh_asked or (self.bid_edge == -math.inf and self.ask_edge == math.inf):
+            return False
+        bid, ask = self.book.nth_prices(2 * self.depth)
+        return bid < self.bid_edge or ask > self.ask_edge
 
     def covers_depth(self) -> bool:
         """The top ``depth`` levels of each side lie inside what was never cut (see the module

@@ -673,3 +673,51 @@ def test_control_socket_says_how_many_topics_a_resync_covers(pub: ThreadPublishe
         assert ask({"op": "resync"})["matched"] >= 2  # no topics: every topic (heartbeats too)
     finally:
         dealer.close()
+
+
+def test_a_consumer_that_falls_behind_is_told_and_gets_the_book_again(
+    pub: ThreadPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """messages() mode with a small bound: the deltas past it are lost, so right after the last
+    queued one comes a ``state`` message (stale); once the consumer reads again, a snapshot
+    brings the book back, equal to the publisher's."""
+    import common.bus
+
+    monkeypatch.setattr(common.bus, "QUEUE_MAX", 10)
+    pub.call(pub.new_book, TOPICS[0])
+
+    async def main() -> list[dict[str, Any]]:
+        sub = Subscriber([Upstream(pub.pub_ep, pub.control_ep, "test")], ["book."])
+        sub.start()
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: sub.usable(TOPICS[0]), 20, what="snapshot received"
+            )
+            await asyncio.to_thread(pub.call, pub.deltas, TOPICS[:1], 30)  # we do not read
+            await asyncio.to_thread(
+                wait_until, lambda: sub.stats.overflows > 0, 20, what="overflow"
+            )
+            got: list[dict[str, Any]] = []
+
+            async def take() -> None:
+                async for topic, msg in sub.messages():
+                    if topic == TOPICS[0]:
+                        got.append(msg)
+                        if msg["type"] == "snapshot" and len(got) > 1:
+                            return
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(take(), 30)
+            return got
+        finally:
+            sub.close()
+
+    got = asyncio.run(main())
+    kinds = [m["type"] for m in got]
+    assert kinds[0] == "snapshot" and "state" in kinds, kinds
+    stale = kinds.index("state")
+    assert got[stale]["state"] == "stale" and kinds[1:stale] == ["delta"] * (stale - 1)
+    assert kinds[-1] == "snapshot", kinds  # the book again, after the notice
+    book = OrderBook()
+    book.apply(map(tuple, got[-1]["bids"]), map(tuple, got[-1]["asks"]))
+    assert digest(book) == pub.call(lambda: digest(pub.books[TOPICS[0]]))

@@ -25,6 +25,7 @@ class Bus:
         self.out: list[tuple[str, dict[str, Any]]] = []
         self.touched: set[str] = set()
         self.resyncs: list[tuple[str, str]] = []
+        self.refreshes: list[tuple[str, str]] = []  # snapshots asked for, copy kept live
         self.now = 1000.0
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
@@ -58,6 +59,7 @@ def make(references: dict | None = None, venues=("binance", "kraken")) -> tuple[
         bus.publish,
         bus.touch,
         resync=lambda venue, topic, reason: bus.resyncs.append((venue, topic)),
+        refresh=lambda venue, topic: bus.refreshes.append((venue, topic)),
         clock=lambda: bus.now,
     )
     for v in venues:
@@ -367,6 +369,33 @@ def test_trimmed_levels_never_reach_the_published_depth() -> None:
     feed(engine, "binance", "BTC-USDT", "snapshot", rest, asks, 9)
     bus.flush(engine)
     assert bus.last("depth.binance.BTC-USDT")["bids"] == [[992.0, 1.0], [991.0, 1.0], [990.0, 1.0]]
+
+
+def test_a_trimmed_book_asks_for_a_snapshot_before_its_top_reaches_the_cut() -> None:
+    """Once the top 2 x depth levels reach past the cut, the book builder asks ingest for a
+    snapshot while the book stays live (a full book, e.g. Coinbase's, is always cut): it goes
+    stale only if the top depth levels reach the cut before the snapshot comes."""
+    engine, bus = make()  # depth 3, keep 10: a side over 100 levels is cut to 10
+    bids = [[1000.0 - i, 1.0] for i in range(150)]
+    asks = [[1001.0 + i, 1.0] for i in range(5)]
+    feed(engine, "binance", "BTC-USDT", "snapshot", bids, asks)
+    for n in range(1, 5):  # 1000..997 gone: the 6th best bid (991) is still above the cut
+        feed(engine, "binance", "BTC-USDT", "delta", [[1001.0 - n, 0.0]], [], n)
+    assert bus.refreshes == []
+    for n in range(5, 8):  # 996..994: the top 6 reach past 991; asked for once
+        feed(engine, "binance", "BTC-USDT", "delta", [[1001.0 - n, 0.0]], [], n)
+    assert bus.refreshes == [("binance", "book.binance.BTC-USDT")]
+    bus.flush(engine)
+    assert bus.last("bbo.binance.BTC-USDT")["state"] == "live" and bus.resyncs == []
+    assert bus.last("depth.binance.BTC-USDT")["bids"] == [[993.0, 1.0], [992.0, 1.0], [991.0, 1.0]]
+    # ingest's answer: its whole book, the levels under the cut included
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[993.0 - i, 1.0] for i in range(140)], asks, 8)
+    for n in range(9, 12):  # 993..991 gone: exact, since the new cut lies much lower
+        feed(engine, "binance", "BTC-USDT", "delta", [[1002.0 - n, 0.0]], [], n)
+    bus.flush(engine)
+    assert bus.last("depth.binance.BTC-USDT")["bids"] == [[990.0, 1.0], [989.0, 1.0], [988.0, 1.0]]
+    assert bus.last("bbo.binance.BTC-USDT")["state"] == "live" and bus.resyncs == []
+    assert engine.stats()["refreshes"] == 1
 
 
 def test_mirror_trim_with_hysteresis_and_level_parsing() -> None:

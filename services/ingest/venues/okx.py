@@ -151,7 +151,9 @@ class Okx(VenuePlugin):
             return [Reconnect(f"notice {SERVICE_UPGRADE}: {msg.get('msg')}")]
         if event == "notice":
             return []
-        raise VenueError(f"{event} {msg.get('code')}: {msg.get('msg')}")
+        if event == "error":
+            raise VenueError(f"error {msg.get('code')}: {msg.get('msg')}")
+        raise ParseError(f"unknown event {event!r} {msg.get('code')}: {msg.get('msg')}")
 
     def _books(self, msg: dict[str, Any]) -> list[Event]:
         action = msg["action"]
