@@ -366,22 +366,26 @@ def test_book_follower_withdraws_what_a_silent_publisher_sent(pub: ThreadPublish
         thread.join(5)
 
 
+async def book_received_then_deltas(pub: ThreadPublisher, n: int) -> Subscriber:
+    """A messages()-mode Subscriber of ``book.`` that has received the snapshot of TOPICS[0]
+    (nobody iterating yet), and ``n`` deltas of it published after that."""
+    pub.call(pub.new_book, TOPICS[0])
+    sub = Subscriber([Upstream(pub.pub_ep, pub.control_ep, "test")], ["book."])
+    sub.start()
+    await asyncio.to_thread(wait_until, lambda: sub.usable(TOPICS[0]), 20, what="snapshot")
+    await asyncio.to_thread(pub.call, pub.deltas, TOPICS[:1], n)
+    return sub
+
+
 def test_messages_mode_keeps_what_arrives_before_the_consumer_iterates(
     pub: ThreadPublisher,
 ) -> None:
     """``async for ... in sub.messages()`` entered only after the first snapshot was received
     still starts with that snapshot, not with the deltas after it."""
-    pub.call(pub.new_book, TOPICS[0])
 
     async def main() -> list[dict[str, Any]]:
-        sub = Subscriber([Upstream(pub.pub_ep, pub.control_ep, "test")], ["book."])
-        sub.start()
+        sub = await book_received_then_deltas(pub, 3)  # busy elsewhere until then
         try:
-            # busy with something else until the book has been received
-            await asyncio.to_thread(
-                wait_until, lambda: sub.usable(TOPICS[0]), 20, what="snapshot received"
-            )
-            await asyncio.to_thread(pub.call, pub.deltas, TOPICS[:1], 3)
             out: list[dict[str, Any]] = []
 
             async def take() -> None:
@@ -684,16 +688,10 @@ def test_a_consumer_that_falls_behind_is_told_and_gets_the_book_again(
     import common.bus
 
     monkeypatch.setattr(common.bus, "QUEUE_MAX", 10)
-    pub.call(pub.new_book, TOPICS[0])
 
     async def main() -> list[dict[str, Any]]:
-        sub = Subscriber([Upstream(pub.pub_ep, pub.control_ep, "test")], ["book."])
-        sub.start()
+        sub = await book_received_then_deltas(pub, 30)  # and we do not read
         try:
-            await asyncio.to_thread(
-                wait_until, lambda: sub.usable(TOPICS[0]), 20, what="snapshot received"
-            )
-            await asyncio.to_thread(pub.call, pub.deltas, TOPICS[:1], 30)  # we do not read
             await asyncio.to_thread(
                 wait_until, lambda: sub.stats.overflows > 0, 20, what="overflow"
             )

@@ -3,6 +3,10 @@ the ingest book equals the exchange's, and every injected fault is detected and 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from common.bus import Upstream
@@ -16,16 +20,16 @@ pytestmark = pytest.mark.integration
 TOPIC = "book.binance.BTC-USDT"
 
 
-@pytest.fixture
-def stack(tmp_path):
-    sim_port = free_port()
+@contextlib.contextmanager
+def binance_stack(
+    tmp: Path, bases: list[str], extra: str, rate: int
+) -> Iterator[tuple[SimControl, BusMirror]]:
+    """The simulator and a Binance ingest on it, and a bus mirror of the ingest's books."""
     path = write_config(
-        tmp_path,
-        venue_section("binance", sim_port=sim_port, bases=["BTC", "ETH"], extra="watchdog_s = 4.0"),
-        rate=100,
+        tmp, venue_section("binance", sim_port=free_port(), bases=bases, extra=extra), rate=rate
     )
     cfg = load(path)
-    with processes(tmp_path) as start:
+    with processes(tmp) as start:
         start("simulator", ["-m", "services.simulator", "--config", str(path)])
         sim = SimControl(cfg.simulator["control_port"])
         wait_until(sim.healthy, 20, what="simulator up")
@@ -37,6 +41,12 @@ def stack(tmp_path):
         finally:
             mirror.close()
             sim.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with binance_stack(tmp_path, ["BTC", "ETH"], "watchdog_s = 4.0", 100) as pair:
+        yield pair
 
 
 def books_equal(sim: SimControl, mirror: BusMirror, depth: int = 50) -> bool:
@@ -112,35 +122,18 @@ def test_a_cut_snapshot_is_refreshed_as_the_price_moves_and_the_book_stays_live(
     moved, levels were taken) ingest fetches a new snapshot. The refreshes are stitched in
     without the book ever leaving ``live`` on the bus, and its top stays equal to the
     exchange's (the stitching rule itself: tests/unit/test_binance_sync.py)."""
-    sim_port = free_port()
     extra = "snapshot_limit = 20\nwatchdog_s = 4.0"
-    path = write_config(
-        tmp_path, venue_section("binance", sim_port=sim_port, bases=["BTC"], extra=extra), rate=200
-    )
-    cfg = load(path)
-    with processes(tmp_path) as start:
-        start("simulator", ["-m", "services.simulator", "--config", str(path)])
-        sim = SimControl(cfg.simulator["control_port"])
-        wait_until(sim.healthy, 20, what="simulator up")
-        start("ingest", ["-m", "services.ingest", "binance", "--config", str(path)])
-        v = cfg.venues["binance"]
-        mirror = BusMirror([Upstream(v.pub, v.control, "ingest-binance")], ["book."])
+    with binance_stack(tmp_path, ["BTC"], extra, 200) as (sim, mirror):
+
+        def btc() -> dict:
+            return ingest_stats(mirror).get("instruments", {}).get("BTC-USDT", {})
+
+        wait_until(lambda: btc().get("refreshes", 0) >= 2, 90, what="two refreshes")
+        sim.pause()
         try:
-
-            def btc() -> dict:
-                return ingest_stats(mirror).get("instruments", {}).get("BTC-USDT", {})
-
-            wait_until(lambda: btc().get("refreshes", 0) >= 2, 90, what="two refreshes")
-            sim.pause()
-            try:
-                wait_until(
-                    lambda: books_equal(sim, mirror, depth=10), 20, what="top 10 == simulator's"
-                )
-            finally:
-                sim.resume()
-            assert btc()["resyncs"] == 0 and btc()["state"] == "live"
-            log = mirror.state_log[TOPIC]
-            assert log[log.index("live") :] == ["live"], log  # never out of sync once live
+            wait_until(lambda: books_equal(sim, mirror, depth=10), 20, what="top 10 == simulator's")
         finally:
-            mirror.close()
-            sim.close()
+            sim.resume()
+        assert btc()["resyncs"] == 0 and btc()["state"] == "live"
+        log = mirror.state_log[TOPIC]
+        assert log[log.index("live") :] == ["live"], log  # never out of sync once live
