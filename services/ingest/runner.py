@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -55,6 +55,7 @@ class _Conn:
     spec: ConnectionSpec
     ws: ClientConnection
     last_rx: float
+    ops: list[float] = field(default_factory=list)  # when each subscribe request went out
 
 
 def load_plugin(cfg: VenueConfig) -> VenuePlugin:
@@ -87,6 +88,7 @@ class IngestRunner:
         self.venue_errors = 0
         self.last_venue_error: str | None = None
         self.reconnects = 0
+        self.budget_reconnects = 0  # resyncs done by reconnecting: the subscribe budget was near
         self.trades = 0
         self.latency = LatencyHistogram()
         self.proc = ProcessStats()
@@ -193,6 +195,7 @@ class IngestRunner:
             self._conns[inst.native] = conn
         for msg in spec.subscribe:
             await ws.send(msg)
+        conn.ops += [time.monotonic()] * len(spec.subscribe)
         for inst in spec.instruments:
             self._request_snapshot(self.syncs[inst.native])
         parser = self.plugin.new_parser(spec)
@@ -404,6 +407,24 @@ class IngestRunner:
         if msgs is None:
             self._spawn(conn.ws.close(4001, "resync"))
             return
+        budget = self.plugin.subscribe_ops_per_hour
+        if budget:
+            now = time.monotonic()
+            conn.ops = [t for t in conn.ops if now - t < 3600.0]
+            if len(conn.ops) + len(msgs) > budget * 0.9:
+                self.budget_reconnects += 1
+                log.warning(
+                    "%s %s: %d subscribe requests on %s in the last hour, of %d allowed: "
+                    "reconnecting instead of resubscribing",
+                    self.venue,
+                    sync.inst.symbol,
+                    len(conn.ops),
+                    conn.spec.label or conn.spec.url,
+                    budget,
+                )
+                self._spawn(conn.ws.close(4002, "subscribe budget"))
+                return
+            conn.ops += [now] * len(msgs)
         for m in msgs:
             self._spawn(conn.ws.send(m))
 
@@ -563,6 +584,7 @@ class IngestRunner:
             "trades": self.trades,
             "parse_errors": self.parse_errors,
             "reconnects": self.reconnects,
+            "budget_reconnects": self.budget_reconnects,
             "gaps": sum(s.counters.gaps for s in self.syncs.values()),
             "resyncs": sum(s.counters.resyncs for s in self.syncs.values()),
             "checksum_failures": sum(s.counters.checksum_failures for s in self.syncs.values()),

@@ -66,6 +66,9 @@ class VenuePlugin(FrameParser):
     #: a book still not live this long after its resync began: ask again (a refused or lost
     #: resubscribe, a snapshot that never came); then again after twice as long, up to 10 min
     sync_timeout_s: float = 30.0
+    #: subscribe/unsubscribe requests the venue allows a connection per hour (OKX: 480): near
+    #: it, a book is resynced by reconnecting (a fresh budget) rather than resubscribing
+    subscribe_ops_per_hour: int | None = None
     #: planned reconnect before the venue closes the connection itself (Binance: 24 h)
     max_connection_age_s: float | None = None
     #: subscribed depth to truncate to after each update (Kraken sends no out-of-scope deletes)

@@ -5,6 +5,10 @@ detected, counted and repaired: a broken book is resubscribed on the open connec
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from common.bus import Upstream
@@ -20,19 +24,20 @@ SERVICE = "ingest-okx"
 BTC, ETH = "BTC-USDT", "ETH-USDT"
 
 
-@pytest.fixture
-def stack(tmp_path):
-    sim_port = free_port()
+@contextlib.contextmanager
+def okx_stack(tmp: Path, extra: str = "") -> Iterator[tuple[SimControl, BusMirror]]:
+    """The simulator (its first instruments call refused) and an OKX ingest on it, with a bus
+    mirror of the ingest's books, once BTC's book flows."""
     section = venue_section(
         VENUE,
-        sim_port=sim_port,
+        sim_port=free_port(),
         bases=["BTC", "ETH"],
         ws_path="/ws/v5/public",
-        extra="watchdog_s = 4.0\nsync_timeout_s = 2.0",
+        extra="watchdog_s = 4.0\nsync_timeout_s = 2.0\n" + extra,
     )
-    path = write_config(tmp_path, section, rate=100)
+    path = write_config(tmp, section, rate=100)
     cfg = load(path)
-    with processes(tmp_path) as start:
+    with processes(tmp) as start:
         start("simulator", ["-m", "services.simulator", "--config", str(path)])
         sim = SimControl(cfg.simulator["control_port"])
         wait_until(sim.healthy, 20, what="simulator up")
@@ -46,6 +51,12 @@ def stack(tmp_path):
         finally:
             mirror.close()
             sim.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with okx_stack(tmp_path) as pair:
+        yield pair
 
 
 def books_equal(sim: SimControl, mirror: BusMirror, symbol: str, depth: int = 50) -> bool:
@@ -145,4 +156,21 @@ def test_malformed_stall_disconnect_and_planned_close_are_survived(stack):
         reconnects = stats(mirror).get("reconnects", 0)
         sim.fault(VENUE, kind, **extra)
         wait_until(lambda n=reconnects: stats(mirror).get("reconnects", 0) > n, 30, what=kind)
+        converge(sim, mirror)
+
+
+def test_near_the_subscribe_budget_a_book_is_resynced_by_reconnecting(tmp_path):
+    """OKX allows 480 subscribe/unsubscribe requests a connection per hour (here 5): once a
+    resubscribe would come near it, the connection is opened again instead (a fresh budget), and
+    the book still converges."""
+    with okx_stack(tmp_path, "subscribe_ops_per_hour = 5") as (sim, mirror):
+        converge(sim, mirror)
+        reconnects = stats(mirror)["reconnects"]
+        sim.fault(VENUE, "checksum", symbol=BTC)  # 1 + 2 requests: still within 90% of 5
+        wait_until(lambda: inst(mirror, BTC, "checksum_failures") == 1, 20, what="1st failure")
+        converge(sim, mirror)
+        assert stats(mirror)["reconnects"] == reconnects and stats(mirror)["budget_reconnects"] == 0
+        sim.fault(VENUE, "checksum", symbol=BTC)  # 2 more would make 5: reconnect instead
+        wait_until(lambda: stats(mirror)["budget_reconnects"] == 1, 20, what="budget reconnect")
+        wait_until(lambda: stats(mirror)["reconnects"] > reconnects, 20, what="reconnected")
         converge(sim, mirror)

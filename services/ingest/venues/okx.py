@@ -81,9 +81,12 @@ class Okx(VenuePlugin):
     ping_message = "ping"
     watchdog_s = 30.0
     rest_weight_per_minute = 300  # instruments: 20 requests / 2 s per IP
+    options = frozenset({"subscribe_ops_per_hour"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
+        # "480 subscribe/unsubscribe/login per connection per hour" (exchanges.md 5.1)
+        self.subscribe_ops_per_hour = self.option("subscribe_ops_per_hour", int, 480)
         # "send 'ping' when nothing came for N < 30 s": pinging on a fixed period well inside
         # both the venue's 30 s and our watchdog keeps a quiet connection provably alive
         self.ping_interval_s = min(20.0, self.watchdog_s / 2)
