@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { _raw as raw, group, handleMessage, market, prefs, seriesOf, view } from './store'
+import { _raw as raw, group, handleMessage, kind, market, prefs, seriesOf, view } from './store'
 
 beforeAll(() => {
   vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => setTimeout(() => cb(0), 0))
@@ -60,12 +60,30 @@ describe('store', () => {
     ])
     prefs.market = 'PEPE-USDT'
     prefs.kind = 'perp'
-    expect(group()).toBe('PEPE-USDT-PERP')
+    expect(group()).toBe('PEPE-USDT') // no PEPE perpetual anywhere: its spot market is shown
     prefs.kind = 'spot'
     // a later update does not carry quote_groups: the snapshot's stay
     handleMessage({ type: 'update', channel: 'status', venue: 'kraken', state: 'live', instruments: { 'BTC-USD': 'live' } } as never, 3100)
     expect(view.markets.value).toEqual(['BTC-USDT', 'PEPE-USDT'])
     expect(view.quoteGroups.value).toEqual([['USDT', 'USD'], ['EUR']])
+  })
+
+  it('shows the kind a market has when it has only one', () => {
+    const snap = {
+      ...status({
+        binance: { state: 'live', instruments: { 'BTC-USDT': 'live' } },
+        'binance-perp': { state: 'live', instruments: { 'BTC-USDT-PERP': 'live', 'WIF-USDT-PERP': 'live' } },
+      }),
+      quote_groups: [['USD', 'USDT']],
+    }
+    handleMessage(snap as never, 4000)
+    expect(view.markets.value).toEqual(['BTC-USD', 'WIF-USD'])
+    prefs.market = 'WIF-USD'
+    prefs.kind = 'spot'
+    expect(kind()).toBe('perp') // no WIF spot market anywhere: its perpetual is shown
+    expect(group()).toBe('WIF-USD-PERP')
+    prefs.market = 'BTC-USD'
+    expect(group()).toBe('BTC-USD') // the choice itself was kept
   })
 
   it('ends the mid line when a book stops being live instead of holding it', () => {

@@ -25,6 +25,7 @@ import type {
 import {
   DEFAULT_QUOTE_GROUPS,
   groupName,
+  groupsOf,
   marketsOf,
   membersOf,
   sortVenues,
@@ -179,6 +180,8 @@ export const view = {
   members: shallowRef<Member[]>([]),
   /** The markets (`BASE-UNIT`) the venues list, in button order; see `marketsOf`. */
   markets: shallowRef<string[]>([]),
+  /** Every consolidated group the venues list (spot and perpetual). */
+  groups: shallowRef<Set<string>>(new Set()),
   quoteGroups: shallowRef<string[][]>(DEFAULT_QUOTE_GROUPS),
   tape: shallowRef<TapeRow[]>([]),
   tapeRate: shallowRef<[number, number]>([0, 0]),
@@ -201,8 +204,21 @@ export function market(): string {
   return markets.length === 0 || markets.includes(prefs.market) ? prefs.market : markets[0]
 }
 
+/** Whether the shown market has a group of kind ``k`` (true while the groups are not known). */
+export function hasKind(k: Kind): boolean {
+  const groups = view.groups.value
+  return groups.size === 0 || groups.has(groupName(market(), k))
+}
+
+/** The kind shown: the chosen one, or the other if the market has only that (a base listed only
+ *  as a perpetual). */
+export function kind(): Kind {
+  const other: Kind = prefs.kind === 'spot' ? 'perp' : 'spot'
+  return hasKind(prefs.kind) || !hasKind(other) ? prefs.kind : other
+}
+
 export function group(): string {
-  return groupName(market(), prefs.kind)
+  return groupName(market(), kind())
 }
 
 export function included(): Set<string> | null {
@@ -538,6 +554,8 @@ function onStatus(msg: StatusMsg): void {
   if (venues.join() !== view.venues.value.join()) view.venues.value = venues
   const markets = marketsOf(raw.symbols, raw.quoteGroups)
   if (markets.join() !== view.markets.value.join()) view.markets.value = markets
+  const groups = groupsOf(raw.symbols, raw.quoteGroups)
+  if ([...groups].join() !== [...view.groups.value].join()) view.groups.value = groups
   refreshSubscriptions()
   markDirty('status')
 }

@@ -79,6 +79,21 @@ export function groupName(market: string, kind: Kind): string {
   return kind === 'perp' ? `${market}-PERP` : market
 }
 
+/** Every consolidated group the venues' symbols form. */
+export function groupsOf(
+  symbols: Record<string, Iterable<string>>,
+  groups: string[][] = DEFAULT_QUOTE_GROUPS,
+): Set<string> {
+  const found = new Set<string>()
+  for (const list of Object.values(symbols)) {
+    for (const symbol of list) {
+      const g = groupOf(symbol, groups)
+      if (g !== null) found.add(g)
+    }
+  }
+  return found
+}
+
 /** Every market (`BASE-UNIT`) with a spot or perpetual group among the venues' symbols: bases in
  *  `PREFERRED_BASES` order then by name; per base, units in `groups` order then by name. */
 export function marketsOf(
@@ -86,12 +101,7 @@ export function marketsOf(
   groups: string[][] = DEFAULT_QUOTE_GROUPS,
 ): string[] {
   const found = new Set<string>()
-  for (const list of Object.values(symbols)) {
-    for (const symbol of list) {
-      const g = groupOf(symbol, groups)
-      if (g !== null) found.add(g.endsWith('-PERP') ? g.slice(0, -5) : g)
-    }
-  }
+  for (const g of groupsOf(symbols, groups)) found.add(g.endsWith('-PERP') ? g.slice(0, -5) : g)
   const rank = (xs: string[], x: string) => {
     const i = xs.indexOf(x)
     return i < 0 ? xs.length : i
