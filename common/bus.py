@@ -333,6 +333,7 @@ class SubscriberStats:
     decode_errors: int = 0
     epochs_seen: int = 0
     overflows: int = 0  # messages() mode: dropped because the consumer fell QUEUE_MAX behind
+    duplicates: int = 0  # a topic also published by a second publisher: followed from one
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -519,6 +520,18 @@ class Subscriber:
     def _track(self, link: _Link, topic: str, msg: dict[str, Any]) -> None:
         epoch, seq = msg.get("epoch"), msg.get("seq")
         state = self.topics.get(topic)
+        if state is not None and state.link is not link and state.link is not None:
+            if state.link.alive:
+                # the same topic from two publishers (trade.* is on ingest and the book builder):
+                # followed from the first only, else each message comes twice and the two seq
+                # series break each other's gap detection
+                self.stats.duplicates += 1
+                return
+            # its publisher is down: this one takes over, from a fresh start (a book from the
+            # first is not continued with the second's messages)
+            if state.usable and topic.startswith(STATEFUL_PREFIXES) and self.on_stale:
+                self.on_stale(topic, "its publisher is down; another one publishes it")
+            state = None
         stateful = topic.startswith(STATEFUL_PREFIXES)
         if stateful and msg.get("type") == "snapshot":
             self.topics[topic] = TopicState(epoch, seq, True, link)

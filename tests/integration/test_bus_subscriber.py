@@ -719,3 +719,58 @@ def test_a_consumer_that_falls_behind_is_told_and_gets_the_book_again(
     book = OrderBook()
     book.apply(map(tuple, got[-1]["bids"]), map(tuple, got[-1]["asks"]))
     assert digest(book) == pub.call(lambda: digest(pub.books[TOPICS[0]]))
+
+
+def test_a_topic_on_two_publishers_is_followed_from_one(pub: ThreadPublisher) -> None:
+    """``trade.*`` is published by ingest and again by the book builder, each with its own epoch
+    and seq. One Subscriber on both delivers each trade once, from the first publisher heard,
+    and still counts that publisher's gaps; if it goes away, the other takes over."""
+    other = ThreadPublisher("other")
+    topic = "trade.test.S0-USD"
+    got: list[tuple[str, int]] = []
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    ups = [
+        Upstream(pub.pub_ep, pub.control_ep, "test"),
+        Upstream(other.pub_ep, other.control_ep, "other"),
+    ]
+
+    def on_message(t: str, msg: dict[str, Any]) -> None:
+        if t == topic:
+            got.append((msg["epoch"], msg["trades"][0]["id"]))
+
+    async def make() -> Subscriber:
+        sub = Subscriber(ups, ["trade."], on_message, stale_after_s=1.0)
+        sub.start()
+        return sub
+
+    sub = asyncio.run_coroutine_threadsafe(make(), loop).result(10)
+    try:
+        wait_until(lambda: all(lk.joined for lk in sub.links), 20, what="both heard")
+
+        def trade(p: ThreadPublisher, i: int) -> None:
+            p.call(p.message, topic, {"type": "trades", "trades": [{"id": i}]}, False)
+
+        for i in range(1, 6):  # the same trades, sent by both
+            trade(pub, i)
+            trade(other, i)
+        wait_until(lambda: len(got) >= 5 and sub.stats.duplicates >= 5, 20, what="trades")
+        first = got[0][0]
+        assert [i for _, i in got] == [1, 2, 3, 4, 5] and {e for e, _ in got} == {first}
+        assert sub.stats.lost_trades == 0  # the two seq series did not break each other
+        source = pub if first == pub.pub.epoch else other
+        spare = other if source is pub else pub
+        source.call(source.skip, topic, 2)  # its next trade is 2 seqs late
+        trade(source, 6)
+        trade(spare, 6)
+        wait_until(lambda: sub.stats.lost_trades == 2, 20, what="the first publisher's gap")
+        source.call(lambda: source._hb.cancel())  # it goes silent: the other takes over
+        wait_until(lambda: not all(lk.alive for lk in sub.links), 20, what="first one down")
+        trade(spare, 7)
+        wait_until(lambda: got[-1] == (spare.pub.epoch, 7), 20, what="trade from the other")
+    finally:
+        loop.call_soon_threadsafe(sub.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        other.close()
