@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -108,36 +108,38 @@ def best_level(book: OrderBook, bids: bool, rate: float = 1.0) -> Level | None:
     return (levels[0][0], round15(sum(s for _, s in levels)))
 
 
-def _side_rows(src: Source, bids: bool, n: int, cutoff: float) -> list[tuple[float, str, float]]:
-    """``(price, venue, size)`` of one side's ``best_levels``, only those priced at or better
-    than ``cutoff``, best first."""
-    venue = src.venue
+def _levels_within(
+    src: Source, bids: bool, limit: float, n: int, converted: list[Level] | None = None
+) -> tuple[list[float], list[float]]:
+    """Prices and sizes, best first, of one side's levels priced at or better than ``limit``
+    (bids >= it, asks <= it) among its top ``n`` (``best_levels``; ``converted``: those, if
+    already read)."""
     if src.rate == 1.0:
         side = src.book.bids if bids else src.book.asks
         if bids:
-            prices = side.keys()[max(side.bisect_left(cutoff), len(side) - n) :]
+            prices = side.keys()[max(side.bisect_left(limit), len(side) - n) :]
             prices.reverse()
         else:
-            prices = side.keys()[: min(side.bisect_right(cutoff), n)]
-        return list(zip(prices, repeat(venue), map(side.__getitem__, prices), strict=False))
-    levels = best_levels(src.book, bids, n, src.rate)
-    if bids:
-        return [(p, venue, size) for p, size in levels if p >= cutoff]
-    return [(p, venue, size) for p, size in levels if p <= cutoff]
+            prices = side.keys()[: min(side.bisect_right(limit), n)]
+        return prices, list(map(side.__getitem__, prices))
+    levels = converted if converted is not None else best_levels(src.book, bids, n, src.rate)
+    kept = [lv for lv in levels if (lv[0] >= limit if bids else lv[0] <= limit)]
+    return [p for p, _ in kept], [size for _, size in kept]
 
 
-def _cutoff(sources: list[Source], n: int, bids: bool) -> float:
+def _cutoff(
+    sources: list[Source], n: int, bids: bool, converted: list[list[Level] | None]
+) -> float:
     """A price the consolidated top ``n`` cannot go beyond: the best of the markets' n-th best
     (converted) prices, since that market alone has n distinct prices at or better than it."""
     cutoff = -math.inf if bids else math.inf
-    for src in sources:
+    for src, levels in zip(sources, converted, strict=True):
         side = src.book.bids if bids else src.book.asks
         if len(side) < n:
             continue
-        if src.rate == 1.0:
+        if levels is None:
             nth = side.keys()[-n] if bids else side.keys()[n - 1]
         else:
-            levels = best_levels(src.book, bids, n, src.rate)
             if len({p for p, _ in levels}) < n:
                 continue
             nth = levels[-1][0]
@@ -153,10 +155,19 @@ def merge_side(sources: Iterable[Source], n: int, bids: bool) -> list[ConsLevel]
     sources = list(sources)
     if n <= 0:
         return []
-    cutoff = _cutoff(sources, n, bids) if len(sources) > 1 else (-math.inf if bids else math.inf)
+    # a converted market's best levels are read once, for the cutoff and the merge
+    converted = [
+        None if src.rate == 1.0 else best_levels(src.book, bids, n, src.rate) for src in sources
+    ]
+    cutoff = (
+        _cutoff(sources, n, bids, converted)
+        if len(sources) > 1
+        else (-math.inf if bids else math.inf)
+    )
     rows: list[tuple[float, str, float]] = []
-    for src in sources:
-        rows += _side_rows(src, bids, n, cutoff)
+    for src, levels in zip(sources, converted, strict=True):
+        prices, sizes = _levels_within(src, bids, cutoff, n, levels)
+        rows += zip(prices, repeat(src.venue), sizes, strict=False)
     rows.sort(key=itemgetter(0), reverse=bids)  # stable: markets keep their order at a price
     out: list[ConsLevel] = []
     last = None
@@ -209,21 +220,6 @@ def is_crossed(sources: list[Source], tops: Tops | None = None) -> bool:
     return False
 
 
-def _crossing_levels(src: Source, bids: bool, limit: float, n: int) -> list[Level]:
-    """Best-first levels of one side priced across ``limit`` (bids >= it, asks <= it), among
-    the side's top ``n``."""
-    if src.rate == 1.0:
-        side = src.book.bids if bids else src.book.asks
-        prices = side.irange(minimum=limit, reverse=True) if bids else side.irange(maximum=limit)
-        return [(p, side[p]) for p in islice(prices, n)]
-    out: list[Level] = []
-    for price, size in best_levels(src.book, bids, n, src.rate):
-        if price < limit if bids else price > limit:
-            break
-        out.append((price, size))
-    return out
-
-
 def crossed_size(sources: list[Source], n: int, tops: Tops | None = None) -> float:
     """Largest volume matchable between bids and asks (top ``n`` levels of each market) with
     bid price >= ask price. Bids are taken in ascending price, each filled from the pool of
@@ -237,9 +233,11 @@ def crossed_size(sources: list[Source], n: int, tops: Tops | None = None) -> flo
     events: list[tuple[float, int, float]] = []
     for src, (_, bid, ask) in zip(sources, tops, strict=True):
         if bid is not None and bid[0] >= best_ask:  # else none of its bids cross
-            events.extend((p, 1, size) for p, size in _crossing_levels(src, True, best_ask, n))
+            prices, sizes = _levels_within(src, True, best_ask, n)
+            events.extend(zip(prices, repeat(1), sizes, strict=False))
         if ask is not None and ask[0] <= best_bid:
-            events.extend((p, 0, size) for p, size in _crossing_levels(src, False, best_bid, n))
+            prices, sizes = _levels_within(src, False, best_bid, n)
+            events.extend(zip(prices, repeat(0), sizes, strict=False))
     events.sort()  # at equal price, asks (0) join the pool before bids (1) take from it
     pool = matched = 0.0
     for _, kind, size in events:
