@@ -147,19 +147,12 @@ class InstrumentSync:
             self.last_ts_exch = snap.ts_exch
         if self.rest_mode:
             buffered, self.buffer = self.buffer, []
-            first = self.first_after_snapshot = True
-            for i, upd in enumerate(buffered):
-                verdict = self.plugin.check_delta(self.last_id, upd, first)
-                if verdict is Verdict.SKIP:
-                    self.counters.skipped += 1
-                    continue
-                if verdict is Verdict.GAP:
-                    if first:
-                        return self._snapshot_too_old(upd, buffered[i:])
-                    return self._fail("gap", self._gap_text(upd))
-                first = self.first_after_snapshot = False
-                self.book.apply_raw(upd.bids, upd.asks)
-                self.last_id = self.plugin.next_id(self.last_id, upd)
+            self.last_id, stop, applied = self._stitch(self.book, snap.last_id, buffered)
+            self.first_after_snapshot = not applied
+            if stop is not None:
+                if not applied:
+                    return self._snapshot_too_old(buffered[stop], buffered[stop:])
+                return self._fail("gap", self._gap_text(buffered[stop]))
         if self.plugin.book_depth:
             self.book.truncate(self.plugin.book_depth)
         problem = self._check_book(snap)
@@ -167,6 +160,26 @@ class InstrumentSync:
             return problem
         self.state = "live"
         return Publish(True)
+
+    def _stitch(
+        self, book: OrderBook, last_id: int | None, diffs: list[BookUpdate]
+    ) -> tuple[int | None, int | None, bool]:
+        """Apply to ``book``, a snapshot at ``last_id``, the buffered ``diffs`` that follow it
+        (the venue's first-diff rule, then continuity; older ones are skipped). Returns the
+        last id applied, the index of the diff that does not follow (None if all did) and
+        whether any was applied."""
+        applied = False
+        for i, upd in enumerate(diffs):
+            verdict = self.plugin.check_delta(last_id, upd, not applied)
+            if verdict is Verdict.SKIP:
+                self.counters.skipped += 1
+                continue
+            if verdict is Verdict.GAP:
+                return last_id, i, applied
+            applied = True
+            book.apply_raw(upd.bids, upd.asks)
+            last_id = self.plugin.next_id(last_id, upd)
+        return last_id, None, applied
 
     def _apply(self, upd: BookUpdate, out: Publish) -> Publish | Resync:
         book = self.book
@@ -227,17 +240,9 @@ class InstrumentSync:
         self.snapshot_requested = False
         book = OrderBook(keep_raw=self.plugin.keep_raw_levels)
         book.replace_raw(snap.bids, snap.asks)
-        last_id = snap.last_id
-        applied = False
-        for upd in self.buffer:
-            verdict = self.plugin.check_delta(last_id, upd, not applied)
-            if verdict is Verdict.SKIP:
-                continue
-            if verdict is Verdict.GAP:
-                return self._retry_refresh()
-            applied = True
-            book.apply_raw(upd.bids, upd.asks)
-            last_id = self.plugin.next_id(last_id, upd)
+        last_id, stop, applied = self._stitch(book, snap.last_id, self.buffer)
+        if stop is not None:
+            return self._retry_refresh()
         if applied and last_id != self.last_id:
             return self._retry_refresh()
         if not applied and self.last_id is not None and last_id < self.last_id:
