@@ -242,7 +242,8 @@ class Publisher:
                 self._loop.call_soon(self._flush_resyncs)
             # how many topics published here so far the prefixes cover: 0 is most likely a
             # misspelt name (a consolidated group is BASE-UNIT, e.g. BTC-USD)
-            matched = sum(1 for t in self._seq if t.startswith(tuple(prefixes)))
+            covered = tuple(prefixes)
+            matched = sum(1 for t in self._seq if t.startswith(covered))
             self._reply(
                 ident,
                 {
@@ -644,12 +645,10 @@ class Subscriber:
         """Declare a topic's copy unusable (e.g. the consumer could not apply a message) and ask
         its publisher for a snapshot."""
         state = self.topics.get(topic)
-        link = state.link if state is not None and state.link is not None else None
-        if link is None:
-            for lk in self.links:
-                self._request(lk, [topic])
+        if state is None or state.link is None:
+            self.request_snapshot(topic)  # no copy yet: ask every publisher
             return
-        self._mark_stale(link, topic, reason)
+        self._mark_stale(state.link, topic, reason)
 
     async def _watch(self) -> None:
         """Liveness per publisher, and retry of resyncs that got no snapshot."""
