@@ -177,21 +177,22 @@ class Mirror:
         self.reason = reason
         self.book.clear()
 
+    def _within_edges(self, n: int) -> bool:
+        """The top ``n`` levels of each side lie inside what was never cut (always True for a
+        book that was never trimmed)."""
+        if self.bid_edge == -math.inf and self.ask_edge == math.inf:
+            return True
+        bid, ask = self.book.nth_prices(n)
+        return bid >= self.bid_edge and ask <= self.ask_edge
+
     def refresh_due(self) -> bool:
         """The top ``2 * depth`` levels of a side reach past its edge and no snapshot has been
         asked for since the last: time to ask, while the top ``depth`` are still exact."""
-        if self.refresh_asked or (self.bid_edge == -math.inf and self.ask_edge == math.inf):
-            return False
-        bid, ask = self.book.nth_prices(2 * self.depth)
-        return bid < self.bid_edge or ask > self.ask_edge
+        return not self.refresh_asked and not self._within_edges(2 * self.depth)
 
     def covers_depth(self) -> bool:
-        """The top ``depth`` levels of each side lie inside what was never cut (see the module
-        docstring); always True for a book that was never trimmed."""
-        if self.bid_edge == -math.inf and self.ask_edge == math.inf:
-            return True
-        bid, ask = self.book.nth_prices(self.depth)
-        return bid >= self.bid_edge and ask <= self.ask_edge
+        """The published top ``depth`` levels are exact (see the module docstring)."""
+        return self._within_edges(self.depth)
 
     def _trim(self) -> None:
         book = self.book

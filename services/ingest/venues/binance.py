@@ -16,6 +16,7 @@ instrument alone resyncs. Trades: ``m`` is "buyer is maker", so the taker sold w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -55,7 +56,7 @@ class BinanceSpot(VenuePlugin):
     options = frozenset({"snapshot_limit"})
     # 1000 levels (weight 50) covered +-0.33% of BTC's price in the 2024 captures: the book is
     # refreshed when the price reaches the snapshot's end (sync.py). Up to 5000 (weight 250)
-    snapshot_limits: tuple[int, ...] = tuple(range(1, 5001))
+    snapshot_limits: Sequence[int] = range(1, 5001)
     default_snapshot_limit = 1000
     streams_per_connection = STREAMS_PER_CONNECTION
 
