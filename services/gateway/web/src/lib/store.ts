@@ -26,7 +26,7 @@ import {
   DEFAULT_QUOTE_GROUPS,
   groupName,
   groupsOf,
-  marketsOf,
+  marketsIn,
   membersOf,
   sortVenues,
   type Kind,
@@ -552,10 +552,10 @@ function onStatus(msg: StatusMsg): void {
   raw.statusSeen = true
   const venues = sortVenues(Object.keys(raw.symbols))
   if (venues.join() !== view.venues.value.join()) view.venues.value = venues
-  const markets = marketsOf(raw.symbols, raw.quoteGroups)
-  if (markets.join() !== view.markets.value.join()) view.markets.value = markets
   const groups = groupsOf(raw.symbols, raw.quoteGroups)
   if ([...groups].join() !== [...view.groups.value].join()) view.groups.value = groups
+  const markets = marketsIn(groups, raw.quoteGroups)
+  if (markets.join() !== view.markets.value.join()) view.markets.value = markets
   refreshSubscriptions()
   markDirty('status')
 }

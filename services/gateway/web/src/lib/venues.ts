@@ -100,8 +100,16 @@ export function marketsOf(
   symbols: Record<string, Iterable<string>>,
   groups: string[][] = DEFAULT_QUOTE_GROUPS,
 ): string[] {
+  return marketsIn(groupsOf(symbols, groups), groups)
+}
+
+/** The markets of the consolidated groups ``names`` (``groupsOf``), in ``marketsOf`` order. */
+export function marketsIn(
+  names: Iterable<string>,
+  groups: string[][] = DEFAULT_QUOTE_GROUPS,
+): string[] {
   const found = new Set<string>()
-  for (const g of groupsOf(symbols, groups)) found.add(g.endsWith('-PERP') ? g.slice(0, -5) : g)
+  for (const g of names) found.add(g.endsWith('-PERP') ? g.slice(0, -5) : g)
   const rank = (xs: string[], x: string) => {
     const i = xs.indexOf(x)
     return i < 0 ? xs.length : i
