@@ -417,12 +417,12 @@ class Engine:
 
     def _group_bbo(self, group: Group) -> None:
         topic = f"bbo.all.{group.name}"
-        body = self.group_bbo(group)
-        group.cross = (body["ask"][0], body["bid"][0]) if body.get("crossed") else None
-        key = tuple(v for k, v in body.items() if not k.startswith("ts_"))
+        body = group.bbo_body(self._rate_fn(group), self.settings.depth)
+        group.cross = (body["ask"][0], body["bid"][0]) if body["crossed"] else None
+        key = tuple(body.values())  # before the timestamps are stamped
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
-            self._send(topic, body)
+            self._send(topic, _stamp(body, group.ts))
 
     def depth_topics(self) -> list[str]:
         """Every ``depth.*`` topic the engine can build."""

@@ -3,6 +3,7 @@ publishes, with which timestamps, how it excludes and restores venues, and bad i
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -51,10 +52,12 @@ class Bus:
         return sum(1 for t, _ in self.out if t == topic)
 
 
-def make(references: dict | None = None, venues=("binance", "kraken")) -> tuple[Engine, Bus]:
+def make(
+    references: dict | None = None, venues=("binance", "kraken"), keep: int = 10
+) -> tuple[Engine, Bus]:
     bus = Bus()
     engine = Engine(
-        Settings(depth=3, stale_after_s=3.0, keep=10, references=parse_references(references)),
+        Settings(depth=3, stale_after_s=3.0, keep=keep, references=parse_references(references)),
         venues,
         bus.publish,
         bus.touch,
@@ -466,3 +469,69 @@ def test_group_timestamps_are_those_of_a_market_still_included() -> None:
     b = bus.last("bbo.all.BTC-USD")
     assert b["venues"] == ["kraken"] and b["bid"] == [99.0, 1.0, "kraken"]
     assert (b["ts_exch"], b["ts_recv"]) == (T0 + 1, T0 + 1001)  # kraken's, not binance's
+
+
+def _without_ts(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if body is None else {k: v for k, v in body.items() if not k.startswith("ts_")}
+
+
+def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
+    """bbo.all is published whenever its content changes (and the engine rebuilds it only for
+    changes that can move it: a top of book, or while crossed a level in the crossing region,
+    ``_touches_cross``): after every message of a random stream (four venues whose tops
+    interleave, USDT converted through a reference that moves and now and then crosses the
+    group, books going stale and coming back), the last bbo.all published for each group
+    equals the one built from the current books."""
+    rng = random.Random(7)
+    venues = {"binance": "USDT", "okx": "USDT", "kraken": "USD", "coinbase": "USD"}
+    engine, bus = make({"USDT": "kraken:USDT-USD"}, venues=tuple(venues), keep=1000)
+    mids = {"BTC": 1000.0, "ETH": 100.0}
+    books: dict[tuple[str, str], tuple[dict[float, float], dict[float, float]]] = {}
+    for venue, quote in venues.items():
+        for base, mid in mids.items():
+            bids = {round(mid - i * 0.5, 1): 1.0 for i in range(1, 8)}
+            asks = {round(mid + i * 0.5, 1): 1.0 for i in range(1, 8)}
+            books[(venue, f"{base}-{quote}")] = (bids, asks)
+    books[("kraken", "USDT-USD")] = ({0.9999: 1e6}, {1.0001: 1e6})
+    for (venue, symbol), (bids, asks) in books.items():
+        feed(engine, venue, symbol, "snapshot", list(bids.items()), list(asks.items()))
+    markets = list(books)
+    checked = 0
+    for n in range(1, 8000):
+        venue, symbol = markets[rng.randrange(len(markets))]
+        bids, asks = books[(venue, symbol)]
+        roll = rng.random()
+        if roll < 0.01:
+            engine.on_stale(f"book.{venue}.{symbol}", "gap")
+        elif roll < 0.03:
+            feed(engine, venue, symbol, "snapshot", list(bids.items()), list(asks.items()), n)
+        elif symbol == "USDT-USD":  # within 0.0001 of 1 (a tick at 1000 is 0.5), or crossing
+            roll = rng.random()
+            mid = 1.002 if roll < 0.1 else 0.998 if roll < 0.2 else rng.uniform(0.9999, 1.0001)
+            old = [[p, 0.0] for p in bids], [[p, 0.0] for p in asks]
+            bids.clear(), asks.clear()
+            bids[mid - 0.0001], asks[mid + 0.0001] = 1e6, 1e6
+            delta = old[0] + [[p, q] for p, q in bids.items()], old[1] + [[mid + 0.0001, 1e6]]
+            feed(engine, venue, symbol, "delta", *delta, n)
+        else:
+            up = rng.random() < 0.5
+            side = asks if up else bids
+            price = round(
+                mids[symbol.split("-")[0]] + (1 if up else -1) * rng.randint(1, 6) * 0.5, 1
+            )
+            size = rng.choice([0.0, 0.5, 1.0, 2.0])
+            if size == 0.0 and (price not in side or len(side) < 3):
+                continue
+            if size:
+                side[price] = size
+            else:
+                del side[price]
+            level = [[price, size]]
+            feed(engine, venue, symbol, "delta", [] if up else level, level if up else [], n)
+        for name, group in engine.groups.items():
+            last = _without_ts(bus.last(f"bbo.all.{name}"))
+            assert last == _without_ts(engine.group_bbo(group)), (n, venue, symbol)
+            checked += 1
+    crossed = sum(1 for t, b in bus.out if t == "bbo.all.BTC-USD" and b["crossed"])
+    published = bus.count("bbo.all.BTC-USD")
+    assert checked > 15_000 and 0 < crossed < published < 8000
