@@ -48,6 +48,9 @@ from services.ingest.venue import VenueError, VenuePlugin
 log = logging.getLogger("flowbook.ingest")
 
 MAX_METADATA_PAGES = 100  # a venue that keeps returning a cursor is broken, not large
+METADATA_RELOAD_EVERY_S = (
+    60.0  # after a checksum failure, read the metadata again at most this often
+)
 
 
 @dataclass
@@ -89,6 +92,9 @@ class IngestRunner:
         self.last_venue_error: str | None = None
         self.reconnects = 0
         self.budget_reconnects = 0  # resyncs done by reconnecting: the subscribe budget was near
+        self.metadata_reloads = 0
+        self._metadata_reload: asyncio.Task | None = None
+        self._metadata_reloaded_at = -METADATA_RELOAD_EVERY_S
         self.trades = 0
         self.latency = LatencyHistogram()
         self.proc = ProcessStats()
@@ -112,22 +118,26 @@ class IngestRunner:
         specs = self.plugin.connections(instruments)
         await asyncio.gather(*(self._connection_loop(spec) for spec in specs))
 
+    async def _fetch_metadata(self) -> list[Instrument]:
+        """Download the venue's instrument metadata and have the plugin read it."""
+        bodies = []
+        for req in self.plugin.metadata_requests():
+            page: HttpRequest | None = req
+            while page is not None:
+                if len(bodies) >= MAX_METADATA_PAGES:
+                    raise ValueError(f"more than {MAX_METADATA_PAGES} pages")
+                body = await self.rest.get(page)
+                if self.recorder:
+                    self.recorder.rest("meta", page.url, page.params, body)
+                bodies.append(body)
+                page = self.plugin.metadata_next(page, body)
+        return self.plugin.parse_metadata(bodies)
+
     async def _load_instruments(self) -> list[Instrument]:
         backoff = Backoff()
         while True:
             try:
-                bodies = []
-                for req in self.plugin.metadata_requests():
-                    page: HttpRequest | None = req
-                    while page is not None:
-                        if len(bodies) >= MAX_METADATA_PAGES:
-                            raise ValueError(f"more than {MAX_METADATA_PAGES} pages")
-                        body = await self.rest.get(page)
-                        if self.recorder:
-                            self.recorder.rest("meta", page.url, page.params, body)
-                        bodies.append(body)
-                        page = self.plugin.metadata_next(page, body)
-                instruments = self.plugin.parse_metadata(bodies)
+                instruments = await self._fetch_metadata()
                 if not instruments:
                     # exiting would make supervisord restart us in a loop, each time downloading
                     # the metadata again: wait here, as for a failed download
@@ -356,6 +366,8 @@ class IngestRunner:
             return
         if action.kind == "malformed":
             self.parse_errors += 1
+        elif action.kind == "checksum":
+            self._reload_metadata_soon()
         self._publish_state(sync, action.kind, ts_recv)
         delay = self.resync_pace.delay(inst.native, time.monotonic())
         log.warning(
@@ -372,6 +384,49 @@ class IngestRunner:
             loop.call_later(delay, self._resync, sync, sync.generation)
         else:
             self._resync(sync, sync.generation)
+
+    def _reload_metadata_soon(self) -> None:
+        """A checksum can fail because the metadata it is computed with went stale (Kraken's
+        numbers are printed with the pair's precision, which the venue may change): read the
+        metadata again, at most every ``METADATA_RELOAD_EVERY_S``. The resync goes on meanwhile;
+        a snapshot that comes first fails once more, and the next resync has the new metadata."""
+        now = time.monotonic()
+        if self._metadata_reload is not None:
+            return
+        if now - self._metadata_reloaded_at < METADATA_RELOAD_EVERY_S:
+            return
+        self._metadata_reloaded_at = now
+        self._metadata_reload = self._spawn(self._reload_metadata())
+
+    async def _reload_metadata(self) -> None:
+        try:
+            instruments = await self._fetch_metadata()
+        except (RestError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: reading the instrument metadata again failed: %s", self.venue, exc)
+            return
+        finally:
+            self._metadata_reload = None
+        self.metadata_reloads += 1
+        for inst in instruments:
+            sync = self.syncs.get(inst.native)
+            if sync is None:
+                continue  # a new market needs a restart to be followed
+            old = sync.inst
+            if (old.price_precision, old.qty_precision) != (
+                inst.price_precision,
+                inst.qty_precision,
+            ):
+                log.warning(
+                    "%s %s: the venue changed its precision: price %s -> %s decimals, "
+                    "size %s -> %s",
+                    self.venue,
+                    inst.symbol,
+                    old.price_precision,
+                    inst.price_precision,
+                    old.qty_precision,
+                    inst.qty_precision,
+                )
+                sync.inst = inst
 
     def _resync(self, sync: InstrumentSync, generation: int) -> None:
         """Get a fresh snapshot of a book reset at ``generation`` (not if it was reset again
@@ -585,6 +640,7 @@ class IngestRunner:
             "parse_errors": self.parse_errors,
             "reconnects": self.reconnects,
             "budget_reconnects": self.budget_reconnects,
+            "metadata_reloads": self.metadata_reloads,
             "gaps": sum(s.counters.gaps for s in self.syncs.values()),
             "resyncs": sum(s.counters.resyncs for s in self.syncs.values()),
             "checksum_failures": sum(s.counters.checksum_failures for s in self.syncs.values()),

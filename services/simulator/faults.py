@@ -11,7 +11,9 @@ moving, so their stream resumes with an id jump; new connections are not stalled
 (the venue restarts the book's stream: a fresh snapshot mid-stream, its sequence restarted; same
 dialect rule), ``seqgap`` (the next frame skips one number of a per-connection sequence, e.g.
 Coinbase ``sequence_num``; same dialect rule), ``refuse`` (the next ``count`` subscribe requests
-for the symbol are answered with the venue's rate-limit error and not carried out; same rule).
+for the symbol are answered with the venue's rate-limit error and not carried out; same rule),
+``precision`` (from the next frame of the symbol on, the venue prints its prices with one more
+decimal and says so in its metadata, as when an exchange refines a pair's precision; same rule).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ KINDS = (
     "reset",
     "seqgap",
     "refuse",
+    "precision",
 )
 REST_KINDS = ("rest429", "rest500", "slow_snapshot")
 # only for dialects that list them in ``extra_faults``
-DIALECT_KINDS = ("checksum", "reset", "seqgap", "refuse")
+DIALECT_KINDS = ("checksum", "reset", "seqgap", "refuse", "precision")
 
 
 class FaultError(ValueError):

@@ -137,6 +137,8 @@ class KrakenSpot(VenuePlugin):
         for native, base, quote, pp, qp, status in rows:
             if base not in self.cfg.bases or quote != self.cfg.quote or status in NO_BOOK:
                 continue
+            if self.precision.get(native, (pp, qp)) != (pp, qp):  # read again, changed
+                self.exact_below.pop(native, None)
             self.precision[native] = (pp, qp)
             out.append(Instrument(self.venue, native, base, quote, "spot", pp, qp))
         return out

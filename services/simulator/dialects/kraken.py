@@ -44,6 +44,7 @@ from .kraken_wire import (
     Levels,
     asset_pair,
     checksum,
+    finer,
     kraken_instrument,
     render_book,
     render_trades,
@@ -71,12 +72,16 @@ def _side_diff(old: dict[int, int], new: Levels, full: SortedDict) -> Levels:
 @register
 class KrakenDialect(Dialect):
     name = "kraken"
-    extra_faults = frozenset({"checksum"})
+    extra_faults = frozenset({"checksum", "precision"})
 
     def __init__(self, venue: VenueServer) -> None:
         super().__init__(venue)
         self._views: dict[tuple[str, int], View] = {}  # (symbol, depth) -> last described top N
         self._conn_ids = itertools.count(1)
+        self._printed: dict[str, Instrument] = {}  # symbol -> as printed after a precision fault
+
+    def _as_printed(self, inst: Instrument) -> Instrument:
+        return self._printed.get(inst.symbol, inst)
 
     def instrument(self, base: str, quote: str) -> Instrument:
         return kraken_instrument(self.venue.name, base, quote)
@@ -173,7 +178,8 @@ class KrakenDialect(Dialect):
             bids, asks = self._view(symbol, depth)
             if snapshot:
                 book = self.venue.books[symbol]
-                client.push(self._render(book.inst, "snapshot", bids, asks, None), symbol)
+                inst = self._as_printed(book.inst)
+                client.push(self._render(inst, "snapshot", bids, asks, None), symbol)
 
     # ---- views and frames -----------------------------------------------------------------
 
@@ -214,10 +220,14 @@ class KrakenDialect(Dialect):
         self._advance(update)
 
     def publish(self, update: BookUpdate) -> None:
-        inst = update.inst
-        symbol = inst.symbol
+        symbol = update.inst.symbol
+        if self.venue.faults.other and self.venue.faults.take("precision", symbol):
+            self._printed[symbol] = finer(self._as_printed(update.inst))
+            decimals = self._printed[symbol].price_decimals
+            log.info("kraken %s: prices now printed with %d decimals", symbol, decimals)
+        inst = self._as_printed(update.inst)
         if update.trades and self.subscribed(key := f"trade:{symbol}"):
-            self._send(key, None, render_trades(update), update)
+            self._send(key, None, render_trades(update, inst), update)
         key = f"book:{symbol}"
         for depth, d_bids, d_asks, bids, asks in self._advance(update):
             if not (d_bids or d_asks) or not self.subscribed(key):
@@ -258,7 +268,7 @@ class KrakenDialect(Dialect):
             if fault.kind == "rest500":
                 return HttpReply.json(500, {"error": ["EService:Unavailable"]})
             await asyncio.sleep(fault.duration_s)
-        pairs = dict(asset_pair(inst) for inst in self.venue.instruments.values())
+        pairs = dict(asset_pair(self._as_printed(i)) for i in self.venue.instruments.values())
         wanted = [w for w in query.get("pair", "").split(",") if w]
         if wanted:
             by_name = {**pairs, **{v["altname"]: v for v in pairs.values()}}

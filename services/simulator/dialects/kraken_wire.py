@@ -44,6 +44,11 @@ def kraken_instrument(venue: str, base: str, quote: str) -> Instrument:
     return replace(inst, tick=tick, step=step, tick_e8=to_e8(tick), step_e8=to_e8(step))
 
 
+def finer(inst: Instrument) -> Instrument:
+    """The pair printed with one more price decimal (same prices, same ``tick_e8``)."""
+    return replace(inst, tick=_unit(inst.price_decimals + 1))
+
+
 def _unit(decimals: int) -> str:
     """10**-decimals as a plain decimal string: 1 -> "0.1"."""
     return "0." + "0" * (decimals - 1) + "1" if decimals else "1"
@@ -99,9 +104,8 @@ def render_book(
     return orjson.dumps({"channel": "book", "type": kind, "data": [data]})
 
 
-def render_trades(update: BookUpdate) -> bytes:
+def render_trades(update: BookUpdate, inst: Instrument) -> bytes:
     """All fills of one event in one ``trade`` message, in order; ``side`` is the taker's."""
-    inst = update.inst
     data = [
         {
             "symbol": inst.symbol,
