@@ -48,9 +48,10 @@ from services.ingest.venue import VenueError, VenuePlugin
 log = logging.getLogger("flowbook.ingest")
 
 MAX_METADATA_PAGES = 100  # a venue that keeps returning a cursor is broken, not large
-METADATA_RELOAD_EVERY_S = (
-    60.0  # after a checksum failure, read the metadata again at most this often
-)
+# after a checksum failure (of a venue whose checksum uses metadata), the metadata is read again
+# at most this often; the resync waits for that read at most METADATA_WAIT_S
+METADATA_RELOAD_EVERY_S = 60.0
+METADATA_WAIT_S = 5.0
 
 
 @dataclass
@@ -94,6 +95,7 @@ class IngestRunner:
         self.budget_reconnects = 0  # resyncs done by reconnecting: the subscribe budget was near
         self.metadata_reloads = 0
         self._metadata_reload: asyncio.Task | None = None
+        self._metadata_reload_later: asyncio.TimerHandle | None = None
         self._metadata_reloaded_at = -METADATA_RELOAD_EVERY_S
         self.trades = 0
         self.latency = LatencyHistogram()
@@ -366,8 +368,6 @@ class IngestRunner:
             return
         if action.kind == "malformed":
             self.parse_errors += 1
-        elif action.kind == "checksum":
-            self._reload_metadata_soon()
         self._publish_state(sync, action.kind, ts_recv)
         delay = self.resync_pace.delay(inst.native, time.monotonic())
         log.warning(
@@ -380,29 +380,67 @@ class IngestRunner:
         )
         if delay:
             sync.counters.resyncs_delayed += 1
-            loop = asyncio.get_running_loop()
-            loop.call_later(delay, self._resync, sync, sync.generation)
+        reload = None
+        if action.kind == "checksum" and self.plugin.checksum_uses_metadata:
+            reload = self._reload_metadata_soon()
+        generation = sync.generation
+        if reload is not None:
+            self._spawn(self._resync_after(reload, delay, sync, generation))
         else:
-            self._resync(sync, sync.generation)
+            self._resync_in(delay, sync, generation)
 
-    def _reload_metadata_soon(self) -> None:
-        """A checksum can fail because the metadata it is computed with went stale (Kraken's
-        numbers are printed with the pair's precision, which the venue may change): read the
-        metadata again, at most every ``METADATA_RELOAD_EVERY_S``. The resync goes on meanwhile;
-        a snapshot that comes first fails once more, and the next resync has the new metadata."""
-        now = time.monotonic()
+    async def _resync_after(
+        self, reload: asyncio.Task, delay: float, sync: InstrumentSync, generation: int
+    ) -> None:
+        """Resync once the metadata read under way is done (its snapshot is then checked with
+        what it read), or after ``METADATA_WAIT_S`` if the read takes longer."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reload), METADATA_WAIT_S)
+        self._resync_in(delay, sync, generation)
+
+    def _resync_in(self, delay: float, sync: InstrumentSync, generation: int) -> None:
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._resync, sync, generation)
+        else:
+            self._resync(sync, generation)
+
+    def _reload_metadata_soon(self) -> asyncio.Task | None:
+        """A checksum can fail because the metadata it is computed with went stale (Kraken
+        prints numbers with the pair's precision, which the venue may change): read the
+        metadata again. Returns the read under way, if one is (the resync waits for it). At
+        most one every ``METADATA_RELOAD_EVERY_S``: a failure sooner than that schedules one
+        for the end of that time instead."""
         if self._metadata_reload is not None:
-            return
-        if now - self._metadata_reloaded_at < METADATA_RELOAD_EVERY_S:
-            return
-        self._metadata_reloaded_at = now
+            return self._metadata_reload
+        wait = self._metadata_reloaded_at + METADATA_RELOAD_EVERY_S - time.monotonic()
+        if wait > 0:
+            if self._metadata_reload_later is None:
+                self._metadata_reload_later = asyncio.get_running_loop().call_later(
+                    wait, self._start_metadata_reload
+                )
+            return None
+        return self._start_metadata_reload()
+
+    def _start_metadata_reload(self) -> asyncio.Task:
+        if self._metadata_reload_later is not None:
+            self._metadata_reload_later.cancel()
+            self._metadata_reload_later = None
+        if self._metadata_reload is not None:
+            return self._metadata_reload
+        self._metadata_reloaded_at = time.monotonic()
         self._metadata_reload = self._spawn(self._reload_metadata())
+        return self._metadata_reload
 
     async def _reload_metadata(self) -> None:
         try:
             instruments = await self._fetch_metadata()
-        except (RestError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: reading the instrument metadata again failed: %s", self.venue, exc)
+        except Exception as exc:  # best effort: the next failure after the wait tries again
+            log.warning(
+                "%s: reading the instrument metadata again failed (%s: %s)",
+                self.venue,
+                type(exc).__name__,
+                exc,
+            )
             return
         finally:
             self._metadata_reload = None

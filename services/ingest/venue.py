@@ -71,6 +71,9 @@ class VenuePlugin(FrameParser):
     subscribe_ops_per_hour: int | None = None
     #: planned reconnect before the venue closes the connection itself (Binance: 24 h)
     max_connection_age_s: float | None = None
+    #: its checksum is computed with instrument metadata (Kraken prints numbers with the pair's
+    #: precision): a failed checksum makes the runner read the metadata again
+    checksum_uses_metadata: bool = False
     #: subscribed depth to truncate to after each update (Kraken sends no out-of-scope deletes)
     book_depth: int | None = None
     #: largest frame accepted (Coinbase full-book snapshots are several MB)

@@ -90,6 +90,7 @@ def rfc3339_ns(text: str) -> int:
 class KrakenSpot(VenuePlugin):
     snapshot_source = "stream"
     keep_raw_levels = True
+    checksum_uses_metadata = True  # numbers are re-printed with the pair's precision
     watchdog_s = 5.0  # heartbeats come every second when idle (Kraken's own advice: ~5 s)
     ping_interval_s = 30.0
     ping_message = '{"method":"ping"}'
