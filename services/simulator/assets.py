@@ -61,14 +61,14 @@ def to_e8(text: str) -> int:
 # Number formatting was the largest part of a simulator's CPU (Kraken prints every level of its
 # checksum's top 10 on each update): prices near the top and common sizes repeat, so the
 # formatted strings are cached.
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=1 << 13, typed=True)
 def fmt8(value_e8: int) -> str:
     """1e-8 units -> Binance-style string with exactly 8 decimals ("65000.01000000")."""
     whole, frac = divmod(value_e8, E8)
     return f"{whole}.{frac:08d}"
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=1 << 13, typed=True)
 def fmt_dec(value_e8: int, decimals: int) -> str:
     """1e-8 units -> string with exactly ``decimals`` decimals (truncating finer digits)."""
     if decimals >= 8:
@@ -80,14 +80,14 @@ def fmt_dec(value_e8: int, decimals: int) -> str:
     return f"{whole}.{frac:0{decimals}d}"
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=1 << 13, typed=True)
 def fmt_min(value_e8: int) -> str:
     """1e-8 units -> shortest plain decimal string ("65000.01", "2", "0.00012")."""
     text = fmt8(value_e8).rstrip("0")
     return text[:-1] if text.endswith(".") else text
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=1 << 13, typed=True)
 def decimals_of(text: str) -> int:
     """Number of decimals of a tick/step string: "0.01" -> 2, "1" -> 0."""
     exponent = Decimal(text).normalize().as_tuple().exponent

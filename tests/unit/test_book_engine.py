@@ -532,6 +532,11 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
             last = _without_ts(bus.last(f"bbo.all.{name}"))
             assert last == _without_ts(engine.group_bbo(group)), (n, venue, symbol)
             checked += 1
+    last: dict[str, dict[str, Any] | None] = {}
+    for topic, body in bus.out:
+        if topic.startswith("bbo.all."):  # and only when it changed
+            assert _without_ts(body) != last.get(topic), topic
+            last[topic] = _without_ts(body)
     crossed = sum(1 for t, b in bus.out if t == "bbo.all.BTC-USD" and b["crossed"])
     published = bus.count("bbo.all.BTC-USD")
     assert checked > 15_000 and 0 < crossed < published < 8000
