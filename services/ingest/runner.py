@@ -52,6 +52,7 @@ MAX_METADATA_PAGES = 100  # a venue that keeps returning a cursor is broken, not
 # at most this often; the resync waits for that read at most METADATA_WAIT_S
 METADATA_RELOAD_EVERY_S = 60.0
 METADATA_WAIT_S = 5.0
+FIRST_DIFF_WAIT_S = 2.0  # REST venues: a new connection's snapshot waits for a diff this long
 
 
 @dataclass
@@ -209,7 +210,7 @@ class IngestRunner:
             await ws.send(msg)
         conn.ops += [time.monotonic()] * len(spec.subscribe)
         for inst in spec.instruments:
-            self._request_snapshot(self.syncs[inst.native])
+            self._snapshot_once_streaming(self.syncs[inst.native])
         parser = self.plugin.new_parser(spec)
         watch = asyncio.create_task(self._watchdog(conn))
         try:
@@ -308,6 +309,8 @@ class IngestRunner:
         action = sync.on_update(upd)
         if action is not None:
             self._act(sync, action, upd.ts_recv)
+        elif sync.buffer and sync.state != "live" and not sync.snapshot_requested:
+            self._request_snapshot(sync)  # the first diff of a new connection (REST venues)
         if sync.refresh_wanted:
             self._refresh(sync)
 
@@ -336,6 +339,27 @@ class IngestRunner:
             asyncio.get_running_loop().call_later(delay, fetch)
         else:
             fetch()
+
+    def _snapshot_once_streaming(self, sync: InstrumentSync) -> None:
+        """REST venues, on a new connection: the snapshot is fetched once the stream has
+        delivered a first diff of the book (``_on_book``), as Binance's procedure orders it
+        (exchanges.md 1.3): a snapshot taken before the stream starts can be older than its
+        first event; it would be published live, then found too old and dropped. A book with
+        no diff ``FIRST_DIFF_WAIT_S`` after the connection opened (a quiet market) gets its
+        snapshot then."""
+        if not sync.rest_mode:
+            return
+        generation = sync.generation
+
+        def quiet() -> None:
+            if (
+                sync.generation == generation
+                and sync.state != "live"
+                and sync.inst.native in self._conns
+            ):
+                self._request_snapshot(sync)
+
+        asyncio.get_running_loop().call_later(FIRST_DIFF_WAIT_S, quiet)
 
     def _request_snapshot(self, sync: InstrumentSync) -> None:
         """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it."""

@@ -4,7 +4,9 @@ Kinds (DESIGN.md section 7): ``disconnect`` and ``planned_close`` act at once on
 of the venue; ``gap`` (next ``count`` updates of the symbol are applied but not sent), ``malformed``
 (a truncated copy of the next ``count`` frames is sent before the real one), ``stall`` (the
 connections open at that moment get nothing for ``duration_s`` but stay open; the market keeps
-moving, so their stream resumes with an id jump; new connections are not stalled), ``rest429``/``rest500``/``slow_snapshot``
+moving, so their stream resumes with an id jump; new connections are not stalled), ``late_stream``
+(the next ``count`` connections get no frame for their first ``duration_s``: a stream that starts
+after the connection opened), ``rest429``/``rest500``/``slow_snapshot``
 (the next ``count`` REST snapshot calls fail or are answered ``duration_s`` late), ``checksum``
 (the next ``count`` book frames carry a wrong checksum; only for dialects that list it in
 ``Dialect.extra_faults`` and consume it with ``FaultState.take("checksum", symbol)``), ``reset``
@@ -26,6 +28,7 @@ KINDS = (
     "disconnect",
     "gap",
     "stall",
+    "late_stream",
     "malformed",
     "rest429",
     "rest500",
@@ -93,6 +96,7 @@ class FaultState:
     rest: list[RestFault] = field(default_factory=list)
     other: dict[tuple[str, str | None], int] = field(default_factory=dict)  # dialect-specific
     counts: dict[str, int] = field(default_factory=dict)
+    late_streams: list[float] = field(default_factory=list)  # durations, one per connection
 
     def arm(self, req: FaultRequest, symbols: list[str], rng: random.Random) -> str:
         """Record a fault; returns the symbol it targets ("" for the whole venue)."""
@@ -103,6 +107,8 @@ class FaultState:
             self.gaps[symbol] = self.gaps.get(symbol, 0) + req.count
         elif req.kind == "malformed":
             self.malformed[symbol] = self.malformed.get(symbol, 0) + req.count
+        elif req.kind == "late_stream":
+            self.late_streams += [req.duration_s] * req.count
         elif req.kind in REST_KINDS:
             self.rest.append(RestFault(req.kind, symbol, req.count, req.duration_s))
         elif req.kind in DIALECT_KINDS:
@@ -115,6 +121,10 @@ class FaultState:
         return bool(self.other) and (
             _take(self.other, (kind, symbol)) or _take(self.other, (kind, None))
         )
+
+    def take_late_stream(self) -> float | None:
+        """How long a new connection's stream is held back, if a ``late_stream`` is armed."""
+        return self.late_streams.pop(0) if self.late_streams else None
 
     def take_gap(self, symbol: str) -> bool:
         return _take(self.gaps, symbol)

@@ -119,6 +119,10 @@ class VenueServer:
 
     async def _handler(self, conn: ServerConnection) -> None:
         client = Client(conn, self.name, self.stats)
+        late = self.faults.take_late_stream()
+        if late:
+            client.stalls.add(None, time.monotonic() + late)
+            log.info("%s: stream of %s held back %.1fs", self.name, client.peer, late)
         self.clients.add(client)
         self.stats.ws_connections_total += 1
         self.stats.ws_connections_open += 1

@@ -4,7 +4,7 @@ the ingest book equals the exchange's, and every injected fault is detected and 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,11 @@ TOPIC = "book.binance.BTC-USDT"
 
 @contextlib.contextmanager
 def binance_stack(
-    tmp: Path, bases: list[str], extra: str, rate: int
+    tmp: Path,
+    bases: list[str],
+    extra: str,
+    rate: int,
+    before_ingest: Callable[[SimControl], None] | None = None,
 ) -> Iterator[tuple[SimControl, BusMirror]]:
     """The simulator and a Binance ingest on it, and a bus mirror of the ingest's books."""
     path = write_config(
@@ -33,6 +37,8 @@ def binance_stack(
         start("simulator", ["-m", "services.simulator", "--config", str(path)])
         sim = SimControl(cfg.simulator["control_port"])
         wait_until(sim.healthy, 20, what="simulator up")
+        if before_ingest is not None:
+            before_ingest(sim)
         start("ingest", ["-m", "services.ingest", "binance", "--config", str(path)])
         v = cfg.venues["binance"]
         mirror = BusMirror([Upstream(v.pub, v.control, "ingest-binance")], ["book.", "trade."])
@@ -137,3 +143,23 @@ def test_a_cut_snapshot_is_refreshed_as_the_price_moves_and_the_book_stays_live(
         assert btc()["resyncs"] == 0 and btc()["state"] == "live"
         log = mirror.state_log[TOPIC]
         assert log[log.index("live") :] == ["live"], log  # never out of sync once live
+
+
+def test_a_stream_that_starts_late_gets_its_snapshot_after_its_first_diff(tmp_path):
+    """Binance's order is: buffer the stream, then fetch the snapshot. The simulator holds back
+    the new connection's stream for 0.5 s, so a snapshot fetched at connect would be older than
+    the stream's first diff: published live, then found too old and dropped. Ingest fetches it
+    once a diff has come: each book goes live once and stays live, with one REST call each."""
+
+    def late(sim: SimControl) -> None:
+        sim.fault("binance", "late_stream", duration_s=0.5)
+
+    with binance_stack(tmp_path, ["BTC", "ETH"], "watchdog_s = 4.0", 100, late) as (sim, mirror):
+        wait_until(lambda: mirror.count(TOPIC) > 50, 30, what="50 book messages")
+        converge(sim, mirror)
+        for topic in (TOPIC, "book.binance.ETH-USDT"):
+            log = mirror.state_log[topic]
+            assert log[log.index("live") :] == ["live"], (topic, log)
+        books = ingest_stats(mirror)["instruments"]
+        assert books["BTC-USDT"]["resyncs"] == books["ETH-USDT"]["resyncs"] == 0
+        assert sim.stats("binance")["rest_depth_calls"] == 2
