@@ -228,3 +228,23 @@ def test_trades_go_on_their_own_connection_when_the_market_route_is_configured()
         == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade"
     )
     assert trades.instruments == []  # its reconnect resyncs no book
+
+
+STREAMS = ("depth@100ms", "aggTrade")
+
+
+def test_a_connection_carries_at_most_200_streams():
+    """USD-M allows 200 streams a connection: 150 perpetuals (300 streams with their trades)
+    take two connections, every instrument's two streams on the same one."""
+    p = plugin()
+    insts = [sync_for(p, f"C{i:03d}USDT", f"C{i:03d}", "USDT", "perp").inst for i in range(150)]
+    specs = p.connections(insts)
+    assert len(specs) == 2
+    seen = []
+    for spec in specs:
+        streams = spec.url.split("?streams=")[1].split("/")
+        assert len(streams) <= 200
+        names = [i.native.lower() for i in spec.instruments]
+        assert sorted(streams) == sorted(f"{n}@{s}" for n in names for s in STREAMS)
+        seen += spec.instruments
+    assert seen == insts
