@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -19,6 +20,7 @@ class BusMirror:
         self.books: dict[str, OrderBook] = {}
         self.states: dict[str, str] = {}
         self.state_log: dict[str, list[str]] = defaultdict(list)  # every change of state
+        self.state_times: dict[str, list[float]] = defaultdict(list)  # when (monotonic)
         self.latest: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self.heartbeats: dict[str, dict[str, Any]] = {}
@@ -42,6 +44,7 @@ class BusMirror:
     def _set_state(self, topic: str, state: str) -> None:
         if self.states.get(topic) != state:
             self.state_log[topic].append(state)
+            self.state_times[topic].append(time.monotonic())
         self.states[topic] = state
 
     def _on_message(self, topic: str, msg: dict[str, Any]) -> None:

@@ -309,8 +309,9 @@ class IngestRunner:
         action = sync.on_update(upd)
         if action is not None:
             self._act(sync, action, upd.ts_recv)
-        elif sync.buffer and sync.state != "live" and not sync.snapshot_requested:
-            self._request_snapshot(sync)  # the first diff of a new connection (REST venues)
+        elif sync.first_diff_pending and sync.buffer:
+            sync.first_diff_pending = False
+            self._request_snapshot(sync)
         if sync.refresh_wanted:
             self._refresh(sync)
 
@@ -346,17 +347,21 @@ class IngestRunner:
         (exchanges.md 1.3): a snapshot taken before the stream starts can be older than its
         first event; it would be published live, then found too old and dropped. A book with
         no diff ``FIRST_DIFF_WAIT_S`` after the connection opened (a quiet market) gets its
-        snapshot then."""
+        snapshot then; so does one whose stream starts later than that, which may then be
+        found too old once, as before. Only the first diff after connecting fetches: a resync
+        later has its own fetch, paced (``_act``)."""
         if not sync.rest_mode:
             return
+        sync.first_diff_pending = True
         generation = sync.generation
 
         def quiet() -> None:
             if (
                 sync.generation == generation
-                and sync.state != "live"
+                and sync.first_diff_pending
                 and sync.inst.native in self._conns
             ):
+                sync.first_diff_pending = False
                 self._request_snapshot(sync)
 
         asyncio.get_running_loop().call_later(FIRST_DIFF_WAIT_S, quiet)

@@ -83,6 +83,8 @@ class InstrumentSync:
         self.counters = SyncCounters()
         self.generation = 0  # bumped on every reset: a REST snapshot of an older one is dropped
         self.snapshot_requested = False
+        # REST venues, on a new connection: the snapshot is fetched at the first diff (runner)
+        self.first_diff_pending = False
         self.first_after_snapshot = False  # the next delta must straddle the snapshot's id
         self.last_ts_exch: int | None = None
 
@@ -94,6 +96,7 @@ class InstrumentSync:
         self.last_id = None
         self.generation += 1
         self.snapshot_requested = False
+        self.first_diff_pending = False
         self.first_after_snapshot = False
         self.refreshing = self.refresh_wanted = False
 

@@ -163,3 +163,28 @@ def test_a_stream_that_starts_late_gets_its_snapshot_after_its_first_diff(tmp_pa
         books = ingest_stats(mirror)["instruments"]
         assert books["BTC-USDT"]["resyncs"] == books["ETH-USDT"]["resyncs"] == 0
         assert sim.stats("binance")["rest_depth_calls"] == 2
+
+
+def test_a_book_that_keeps_failing_costs_one_snapshot_per_paced_resync(stack):
+    """Five gaps in a row: the first three resyncs go at once, the fourth waits 1 s and the
+    fifth 2 s (ResyncPace), although diffs keep coming meanwhile; each costs one REST
+    snapshot."""
+    sim, mirror = stack
+    wait_until(lambda: mirror.count(TOPIC) > 20, 30, what="book flowing")
+    converge(sim, mirror)
+    calls = sim.stats("binance")["rest_depth_calls"]
+
+    def btc() -> dict:
+        return ingest_stats(mirror).get("instruments", {}).get("BTC-USDT", {})
+
+    for n in range(1, 6):
+        sim.fault("binance", "gap", symbol="BTCUSDT")
+        wait_until(lambda n=n: btc().get("gaps") == n, 20, what=f"gap {n} counted")
+        wait_until(lambda: btc().get("state") == "live", 20, what=f"live after gap {n}")
+    converge(sim, mirror)
+    assert btc()["resyncs"] == 5 and btc()["resyncs_delayed"] == 2
+    log, times = mirror.state_log[TOPIC], mirror.state_times[TOPIC]
+    assert log[-10:] == ["syncing", "live"] * 5, log
+    out = [times[i + 1] - times[i] for i in range(len(times) - 10, len(times), 2)]
+    assert out[3] >= 0.9 and out[4] >= 1.8, out  # syncing -> live of the 4th and 5th gaps
+    assert sim.stats("binance")["rest_depth_calls"] == calls + 5
