@@ -298,7 +298,7 @@ def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
 class Group:
     """The markets of one consolidated book and what was last published for it."""
 
-    __slots__ = ("cross", "members", "name", "ts", "unit")
+    __slots__ = ("_split", "cross", "members", "name", "ts", "unit")
 
     def __init__(self, name: str, unit: str) -> None:
         self.name = name
@@ -308,6 +308,7 @@ class Group:
         # (best ask, best bid) as last built if crossed: crossed_size then depends on the levels
         # between them, not only on the best prices
         self.cross: tuple[float, float] | None = None
+        self._split: tuple[list[Source], list[str], dict[str, str], dict[str, Any]] | None = None
 
     def latest_ts(self) -> Timestamps:
         """The timestamps of the included market that received the latest message."""
@@ -321,11 +322,26 @@ class Group:
         assert mirror.market is not None
         self.members[mirror.market.key] = mirror
         self.members = dict(sorted(self.members.items()))
+        self._split = None
+
+    def invalidate(self) -> None:
+        """A member's inclusion or a conversion rate changed: ``split`` computes again."""
+        self._split = None
 
     def split(
         self, rate_of: RateFn
     ) -> tuple[list[Source], list[str], dict[str, str], dict[str, Any]]:
-        """Included sources, included venues, excluded {venue: state}, conversion info."""
+        """Included sources, included venues, excluded {venue: state}, conversion info. Kept
+        until ``invalidate`` (the caller's duty when a member's state or a rate changes): the
+        parts change far less often than the prices, and are read on every update. Not to be
+        modified by the caller."""
+        if self._split is None:
+            self._split = self._compute_split(rate_of)
+        return self._split
+
+    def _compute_split(
+        self, rate_of: RateFn
+    ) -> tuple[list[Source], list[str], dict[str, str], dict[str, Any]]:
         per_venue: dict[str, int] = {}
         for m in self.members.values():
             per_venue[m.venue] = per_venue.get(m.venue, 0) + 1

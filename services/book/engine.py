@@ -349,6 +349,8 @@ class Engine:
         if depth:
             self.touch(f"depth.{m.venue}.{m.symbol}")
         group = self.groups.get(m.group) if m.group else None
+        if group is not None and state_changed:
+            group.invalidate()  # included or not, and so its venues, conversion, state
         if group is not None and (after[0] == LIVE or state_changed):
             if measure and after[0] == LIVE:
                 group.ts = m.ts
@@ -374,6 +376,7 @@ class Engine:
                 mm.market is not None and mm.market.quote == quote and mm.live
                 for mm in group.members.values()
             ):
+                group.invalidate()
                 self.touch(f"depth.all.{group.name}")
                 self._group_bbo(group)
 
