@@ -349,8 +349,13 @@ class Engine:
         if depth:
             self.touch(f"depth.{m.venue}.{m.symbol}")
         group = self.groups.get(m.group) if m.group else None
-        if group is not None and state_changed:
-            group.invalidate()  # included or not, and so its venues, conversion, state
+        quote = None  # of the rate that ``m`` is the reference book of
+        if top_changed and m.market is not None and not m.market.perp:
+            quote = self.rates.ref_books.get((m.venue, m.symbol))
+        if group is not None and (state_changed or quote is not None):
+            # included or not, and so its venues, conversion, state; or, for a reference
+            # book, a rate its own group may convert by (an inverse one: USD-USDT)
+            group.invalidate()
         if group is not None and (after[0] == LIVE or state_changed):
             if measure and after[0] == LIVE:
                 group.ts = m.ts
@@ -362,11 +367,9 @@ class Engine:
             # there counts even if no best price moved
             if top_changed or (depth and crossing and group.cross is not None):
                 self._group_bbo(group)
-        if top_changed and m.market is not None and not m.market.perp:
-            quote = self.rates.ref_books.get((m.venue, m.symbol))
-            if quote is not None:
-                self.rates.observe(quote)
-                self._rate_changed(quote)
+        if quote is not None:
+            self.rates.observe(quote)
+            self._rate_changed(quote)
         if state_changed:
             self._mark_status(m.venue)
 

@@ -11,6 +11,7 @@ import pytest
 
 from common.book import OrderBook
 from common.config import ConfigError
+from services.book.consolidate import Group
 from services.book.engine import Engine, Settings
 from services.book.mirror import BadMessage, Mirror, parse_levels
 from services.book.rates import parse_references
@@ -475,16 +476,26 @@ def _without_ts(body: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if body is None else {k: v for k, v in body.items() if not k.startswith("ts_")}
 
 
+def _fresh_bbo(engine: Engine, group: Group) -> dict[str, Any] | None:
+    """The group's bbo.all built from scratch: no cached split, the current rates."""
+    fresh = Group(group.name, group.unit)
+    for m in group.members.values():
+        fresh.add(m)
+    body = fresh.bbo_body(lambda m: engine.rates.for_mirror(m, fresh.unit), engine.settings.depth)
+    return _without_ts(body)
+
+
 def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
     """bbo.all is published whenever its content changes (and the engine rebuilds it only for
     changes that can move it: a top of book, or while crossed a level in the crossing region,
-    ``_touches_cross``): after every message of a random stream (four venues whose tops
-    interleave, USDT converted through a reference that moves and now and then crosses the
-    group, books going stale and coming back), the last bbo.all published for each group
-    equals the one built from the current books."""
+    ``_touches_cross``; from a split it keeps until a state or a rate changes): along a random
+    stream (four venues whose tops interleave, USDT converted through an inverse reference,
+    USD-USDT, that moves, now and then crosses the group, and is in a group of its own; books
+    going stale and coming back), every bbo.all published equals the one built from scratch
+    once its message is handled, and after every message the last one published does."""
     rng = random.Random(7)
     venues = {"binance": "USDT", "okx": "USDT", "kraken": "USD", "coinbase": "USD"}
-    engine, bus = make({"USDT": "kraken:USDT-USD"}, venues=tuple(venues), keep=1000)
+    engine, bus = make({"USDT": "kraken:USD-USDT"}, venues=tuple(venues), keep=1000)
     mids = {"BTC": 1000.0, "ETH": 100.0}
     books: dict[tuple[str, str], tuple[dict[float, float], dict[float, float]]] = {}
     for venue, quote in venues.items():
@@ -492,7 +503,7 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
             bids = {round(mid - i * 0.5, 1): 1.0 for i in range(1, 8)}
             asks = {round(mid + i * 0.5, 1): 1.0 for i in range(1, 8)}
             books[(venue, f"{base}-{quote}")] = (bids, asks)
-    books[("kraken", "USDT-USD")] = ({0.9999: 1e6}, {1.0001: 1e6})
+    books[("kraken", "USD-USDT")] = ({0.9999: 1e6}, {1.0001: 1e6})
     for (venue, symbol), (bids, asks) in books.items():
         feed(engine, venue, symbol, "snapshot", list(bids.items()), list(asks.items()))
     markets = list(books)
@@ -500,18 +511,22 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
     for n in range(1, 8000):
         venue, symbol = markets[rng.randrange(len(markets))]
         bids, asks = books[(venue, symbol)]
+        start = len(bus.out)
         roll = rng.random()
         if roll < 0.01:
             engine.on_stale(f"book.{venue}.{symbol}", "gap")
         elif roll < 0.03:
             feed(engine, venue, symbol, "snapshot", list(bids.items()), list(asks.items()), n)
-        elif symbol == "USDT-USD":  # within 0.0001 of 1 (a tick at 1000 is 0.5), or crossing
+        elif symbol == "USD-USDT":  # USDT within 0.0001 of 1 USD (a BTC tick is 0.5), or crossing
             roll = rng.random()
-            mid = 1.002 if roll < 0.1 else 0.998 if roll < 0.2 else rng.uniform(0.9999, 1.0001)
+            rate = 1.002 if roll < 0.1 else 0.998 if roll < 0.2 else rng.uniform(0.9999, 1.0001)
             old = [[p, 0.0] for p in bids], [[p, 0.0] for p in asks]
             bids.clear(), asks.clear()
-            bids[mid - 0.0001], asks[mid + 0.0001] = 1e6, 1e6
-            delta = old[0] + [[p, q] for p, q in bids.items()], old[1] + [[mid + 0.0001, 1e6]]
+            bids[1 / rate - 0.0001], asks[1 / rate + 0.0001] = 1e6, 1e6
+            delta = (
+                old[0] + [[p, q] for p, q in bids.items()],
+                old[1] + [[p, q] for p, q in asks.items()],
+            )
             feed(engine, venue, symbol, "delta", *delta, n)
         else:
             up = rng.random() < 0.5
@@ -528,9 +543,13 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
                 del side[price]
             level = [[price, size]]
             feed(engine, venue, symbol, "delta", [] if up else level, level if up else [], n)
-        for name, group in engine.groups.items():
+        fresh = {name: _fresh_bbo(engine, group) for name, group in engine.groups.items()}
+        for topic, body in bus.out[start:]:
+            if topic.startswith("bbo.all."):
+                assert _without_ts(body) == fresh[topic[8:]], (n, venue, symbol, "published")
+        for name in engine.groups:
             last = _without_ts(bus.last(f"bbo.all.{name}"))
-            assert last == _without_ts(engine.group_bbo(group)), (n, venue, symbol)
+            assert last == fresh[name], (n, venue, symbol)
             checked += 1
     last: dict[str, dict[str, Any] | None] = {}
     for topic, body in bus.out:
@@ -539,4 +558,5 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
             last[topic] = _without_ts(body)
     crossed = sum(1 for t, b in bus.out if t == "bbo.all.BTC-USD" and b["crossed"])
     published = bus.count("bbo.all.BTC-USD")
+    assert "USD-USD" in engine.groups  # the reference book's own
     assert checked > 15_000 and 0 < crossed < published < 8000
