@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -20,7 +19,8 @@ class BusMirror:
         self.books: dict[str, OrderBook] = {}
         self.states: dict[str, str] = {}
         self.state_log: dict[str, list[str]] = defaultdict(list)  # every change of state
-        self.state_times: dict[str, list[float]] = defaultdict(list)  # when (monotonic)
+        # the ts_recv (ns) of the message behind each change: timed by the publisher, not by us
+        self.state_times: dict[str, list[int | None]] = defaultdict(list)
         self.latest: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self.heartbeats: dict[str, dict[str, Any]] = {}
@@ -41,10 +41,10 @@ class BusMirror:
         self._ready.set()
         self.loop.run_forever()
 
-    def _set_state(self, topic: str, state: str) -> None:
+    def _set_state(self, topic: str, state: str, ts_recv: int | None = None) -> None:
         if self.states.get(topic) != state:
             self.state_log[topic].append(state)
-            self.state_times[topic].append(time.monotonic())
+            self.state_times[topic].append(ts_recv)
         self.states[topic] = state
 
     def _on_message(self, topic: str, msg: dict[str, Any]) -> None:
@@ -59,11 +59,11 @@ class BusMirror:
             if kind == "snapshot":
                 book = self.books[topic] = OrderBook()
                 book.apply(map(tuple, msg["bids"]), map(tuple, msg["asks"]))
-                self._set_state(topic, "live")
+                self._set_state(topic, "live", msg.get("ts_recv"))
             elif kind == "delta" and topic in self.books:
                 self.books[topic].apply(map(tuple, msg["bids"]), map(tuple, msg["asks"]))
             elif kind == "state":
-                self._set_state(topic, msg["state"])
+                self._set_state(topic, msg["state"], msg.get("ts_recv"))
                 self.books.pop(topic, None)
 
     def _on_stale(self, topic: str, reason: str) -> None:

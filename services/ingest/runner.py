@@ -423,8 +423,7 @@ class IngestRunner:
     ) -> None:
         """Resync once the metadata read under way is done (its snapshot is then checked with
         what it read), or after ``METADATA_WAIT_S`` if the read takes longer."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reload), METADATA_WAIT_S)
+        await asyncio.wait({reload}, timeout=METADATA_WAIT_S)  # never raises for ``reload``
         self._resync_in(delay, sync, generation)
 
     def _resync_in(self, delay: float, sync: InstrumentSync, generation: int) -> None:
@@ -463,6 +462,8 @@ class IngestRunner:
     async def _reload_metadata(self) -> None:
         try:
             instruments = await self._fetch_metadata()
+            self.metadata_reloads += 1
+            self._note_metadata_changes(instruments)
         except Exception as exc:  # best effort: the next failure after the wait tries again
             log.warning(
                 "%s: reading the instrument metadata again failed (%s: %s)",
@@ -470,10 +471,10 @@ class IngestRunner:
                 type(exc).__name__,
                 exc,
             )
-            return
         finally:
             self._metadata_reload = None
-        self.metadata_reloads += 1
+
+    def _note_metadata_changes(self, instruments: list[Instrument]) -> None:
         for inst in instruments:
             sync = self.syncs.get(inst.native)
             if sync is None:

@@ -185,6 +185,7 @@ def test_a_book_that_keeps_failing_costs_one_snapshot_per_paced_resync(stack):
     assert btc()["resyncs"] == 5 and btc()["resyncs_delayed"] == 2
     log, times = mirror.state_log[TOPIC], mirror.state_times[TOPIC]
     assert log[-10:] == ["syncing", "live"] * 5, log
-    out = [times[i + 1] - times[i] for i in range(len(times) - 10, len(times), 2)]
-    assert out[3] >= 0.9 and out[4] >= 1.8, out  # syncing -> live of the 4th and 5th gaps
+    # syncing -> live of each gap, by ingest's own receive times (the gap's diff, the snapshot)
+    out = [(times[i + 1] - times[i]) / 1e9 for i in range(len(times) - 10, len(times), 2)]
+    assert out[3] >= 0.95 and out[4] >= 1.95, out  # 1 s and 2 s of ResyncPace
     assert sim.stats("binance")["rest_depth_calls"] == calls + 5
