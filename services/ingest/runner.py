@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,7 +311,6 @@ class IngestRunner:
         if action is not None:
             self._act(sync, action, upd.ts_recv)
         elif sync.first_diff_pending and sync.buffer:
-            sync.first_diff_pending = False
             self._request_snapshot(sync)
         if sync.refresh_wanted:
             self._refresh(sync)
@@ -326,20 +326,7 @@ class IngestRunner:
             sync.inst.symbol,
             f" in {delay:g}s" if delay else "",
         )
-        generation = sync.generation
-
-        def fetch() -> None:
-            if (
-                sync.generation == generation
-                and sync.refreshing
-                and sync.inst.native in self._conns
-            ):
-                self._request_snapshot(sync)
-
-        if delay:
-            asyncio.get_running_loop().call_later(delay, fetch)
-        else:
-            fetch()
+        self._request_snapshot_in(delay, sync, lambda: sync.refreshing)
 
     def _snapshot_once_streaming(self, sync: InstrumentSync) -> None:
         """REST venues, on a new connection: the snapshot is fetched once the stream has
@@ -353,21 +340,28 @@ class IngestRunner:
         if not sync.rest_mode:
             return
         sync.first_diff_pending = True
+        self._request_snapshot_in(FIRST_DIFF_WAIT_S, sync, lambda: sync.first_diff_pending)
+
+    def _request_snapshot_in(
+        self, delay: float, sync: InstrumentSync, still_wanted: Callable[[], bool]
+    ) -> None:
+        """``_request_snapshot`` after ``delay``, if the book was not reset meanwhile, is still
+        connected and ``still_wanted()``."""
         generation = sync.generation
 
-        def quiet() -> None:
-            if (
-                sync.generation == generation
-                and sync.first_diff_pending
-                and sync.inst.native in self._conns
-            ):
-                sync.first_diff_pending = False
+        def fetch() -> None:
+            if sync.generation == generation and still_wanted() and sync.inst.native in self._conns:
                 self._request_snapshot(sync)
 
-        asyncio.get_running_loop().call_later(FIRST_DIFF_WAIT_S, quiet)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, fetch)
+        else:
+            fetch()
 
     def _request_snapshot(self, sync: InstrumentSync) -> None:
-        """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it."""
+        """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it.
+        Whatever asked for it, the first diff after connecting need not ask again."""
+        sync.first_diff_pending = False
         if sync.rest_mode and not sync.snapshot_requested:
             sync.snapshot_requested = True
             self._spawn(self._fetch_snapshot(sync))
