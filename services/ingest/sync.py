@@ -131,8 +131,8 @@ class InstrumentSync:
             return None
         if verdict is Verdict.GAP:
             if first:
-                return self._snapshot_too_old(upd, [upd])
-            return self._fail("gap", self._gap_text(upd))
+                return self._fail_keeping("stale_snapshot", upd, [upd])
+            return self._fail_keeping("gap", upd, [upd])
         self.first_after_snapshot = False
         if self.refreshing:
             self.buffer.append(upd)
@@ -153,9 +153,8 @@ class InstrumentSync:
             self.last_id, stop, applied = self._stitch(self.book, snap.last_id, buffered)
             self.first_after_snapshot = not applied
             if stop is not None:
-                if not applied:
-                    return self._snapshot_too_old(buffered[stop], buffered[stop:])
-                return self._fail("gap", self._gap_text(buffered[stop]))
+                kind = "gap" if applied else "stale_snapshot"
+                return self._fail_keeping(kind, buffered[stop], buffered[stop:])
         if self.plugin.book_depth:
             self.book.truncate(self.plugin.book_depth)
         problem = self._check_book(snap)
@@ -276,12 +275,16 @@ class InstrumentSync:
             return self._fail("crossed", f"book crossed: bid {bid} >= ask {ask}")
         return None
 
-    def _snapshot_too_old(self, upd: BookUpdate, pending: list[BookUpdate]) -> Resync:
-        """The REST snapshot ends before the first diff that follows it: fetch another and keep
-        buffering (exchanges.md 1.3 step 3). The diffs from ``upd`` on are kept, so a snapshot
-        that lags the stream by a steady delay still finds its place in the buffer."""
-        resync = self._fail("stale_snapshot", self._gap_text(upd))
-        self.buffer = pending
+    def _fail_keeping(self, kind: str, upd: BookUpdate, pending: list[BookUpdate]) -> Resync:
+        """``upd`` does not follow the book: resync, keeping ``pending`` (``upd`` and the
+        diffs received after it) for the next REST snapshot. Either the snapshot was too old
+        (exchanges.md 1.3 step 3: fetch another, keep buffering) or a diff is missing. The next
+        snapshot is asked for after these diffs came and may lag the stream (Binance's REST
+        does, by a steady delay): it still finds its place in them, and those it covers are
+        skipped. Dropping them would make a lagging snapshot too old, and cost a fetch more."""
+        resync = self._fail(kind, self._gap_text(upd))
+        if self.rest_mode:
+            self.buffer = pending
         return resync
 
     def _fail(self, kind: str, reason: str) -> Resync:

@@ -130,9 +130,32 @@ def test_gap_in_live_stream_resyncs_that_instrument_and_stops_publishing():
     out = m.feed(diff(1006, 1007))  # 1005 missing
     assert isinstance(out, Resync) and out.kind == "gap"
     assert m.sync.counters.gaps == 1 and m.sync.state == "syncing"
-    # while syncing, diffs are buffered, not published
+    # while syncing, diffs are buffered, not published; the one that broke continuity too
     assert m.feed(diff(1008, 1009)) is None
-    assert len(m.sync.buffer) == 1
+    assert [u.first_id for u in m.sync.buffer] == [1006, 1008]
+    # a snapshot that lags the stream still finds its place in them
+    out = m.feed(snapshot(1007, BIDS, ASKS))
+    assert isinstance(out, Publish) and m.sync.last_id == 1009 and m.sync.state == "live"
+
+
+def test_a_gap_found_in_the_buffer_keeps_the_diffs_after_it_for_the_next_snapshot():
+    """The snapshot's answer can come after many diffs (a slow REST call, a replay at full
+    speed): continuity breaks inside the buffer. The diffs after the break came before the next
+    snapshot is asked for; a next snapshot older than the last of them must not be too old."""
+    m = machine()
+    m.feed(diff(1001, 1002))
+    m.feed(diff(1005, 1006))  # 1003-1004 lost
+    m.feed(diff(1007, 1008, bids=[("99.50", "1")]))
+    out = m.feed(snapshot(1000, BIDS, ASKS))
+    assert isinstance(out, Resync) and out.kind == "gap"
+    assert m.sync.counters.gaps == 1 and m.sync.counters.stale_snapshots == 0
+    assert m.sync.state == "syncing" and len(m.sync.book) == 0
+    m.feed(diff(1009, 1010))
+    out = m.feed(snapshot(1006, BIDS, ASKS))  # taken before 1007-1008 came: still usable
+    assert isinstance(out, Publish) and out.snapshot
+    assert m.sync.last_id == 1010 and m.sync.book.best_bid() == (100.0, 1.0)
+    assert m.sync.book.bids[99.5] == 1.0
+    assert m.sync.counters.resyncs == 1
 
 
 def test_duplicate_and_old_diffs_are_skipped_not_gaps():
