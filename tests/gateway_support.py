@@ -244,6 +244,8 @@ def status_msg(venue: str, state: str = "live", **stats: Any) -> dict:
             "reconnects": 1,
             "parse_errors": 2,
             "checksum_failures": 5,
+            "budget_reconnects": 7,
+            "metadata_reloads": 8,
             "rest_calls": 6,
             "latency_us": {"ingest": latency()},
             "process": {"pid": 4242, "cpu_percent": 12.5, "rss_bytes": 50_000_000},

@@ -235,6 +235,8 @@ class HttpApi:
                 "venue_errors": stats.get("venue_errors"),
                 "last_venue_error": stats.get("last_venue_error"),
                 "checksum_failures": stats.get("checksum_failures"),
+                "budget_reconnects": stats.get("budget_reconnects"),
+                "metadata_reloads": stats.get("metadata_reloads"),
                 "instruments": state.instrument_states(venue),
             }
         hb = state.heartbeats.get("book") or {}

@@ -31,6 +31,14 @@ VENUE_COUNTERS = {
     "reconnects": ("flowbook_venue_reconnects", "WebSocket reconnects to the exchange."),
     "parse_errors": ("flowbook_venue_parse_errors", "Malformed frames skipped."),
     "checksum_failures": ("flowbook_venue_checksum_failures", "Book checksum mismatches."),
+    "budget_reconnects": (
+        "flowbook_venue_budget_reconnects",
+        "Resyncs done by reconnecting: the venue's subscribe limit was near.",
+    ),
+    "metadata_reloads": (
+        "flowbook_venue_metadata_reloads",
+        "Instrument metadata read again after a checksum failure (Kraken).",
+    ),
     "rest_calls": ("flowbook_venue_rest_calls", "REST calls to the exchange."),
     "rest_rate_limited": ("flowbook_venue_rest_rate_limited", "REST answers 429/418."),
 }

@@ -425,6 +425,7 @@ def test_http_routes(env):
         2,
         5,
     )
+    assert (b["budget_reconnects"], b["metadata_reloads"]) == (7, 8)
     assert b["last_msg_age_s"] == 0.05
     assert body["venues"]["kraken"]["state"] == "syncing"
 
@@ -472,6 +473,7 @@ def test_metrics(env):
         "flowbook_venue_reconnects": "counter",
         "flowbook_venue_parse_errors": "counter",
         "flowbook_venue_checksum_failures": "counter",
+        "flowbook_venue_metadata_reloads": "counter",
         "flowbook_stage_latency_seconds": "summary",
         "flowbook_stage_latency_max_seconds": "gauge",
         "flowbook_process_cpu_percent": "gauge",

@@ -46,6 +46,7 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
                 "reconnects": 4,
                 "parse_errors": 5,
                 "checksum_failures": 6,
+                "metadata_reloads": 7,
                 "latency_us": {"ingest": {**LAT, "count": 10}, "empty": {"count": 0}},
                 "process": {"pid": 1, "cpu_percent": 9.5, "rss_bytes": 1234},
             },
@@ -80,6 +81,8 @@ def test_collector_turns_status_and_heartbeats_into_metrics():
     assert (
         value(f, "flowbook_venue_checksum_failures", "flowbook_venue_checksum_failures_total") == 6
     )
+    reloads = "flowbook_venue_metadata_reloads"
+    assert value(f, reloads, reloads + "_total", venue="binance") == 7
     assert value(f, "flowbook_venue_messages_per_second", venue="binance") == 12.5
     assert value(f, "flowbook_venue_last_message_age_seconds", venue="binance") == 0.25
     lat = "flowbook_stage_latency_seconds"
