@@ -22,6 +22,7 @@ from common.model import BookUpdate, Instrument, SyncState
 from services.ingest.venue import VenuePlugin, Verdict
 
 MAX_BUFFERED = 5000
+KEPT_AFTER_FAILURE = MAX_BUFFERED // 2  # diffs kept for the next snapshot after a resync
 MAX_SYNC_WAIT_S = 600.0
 RESYNC_WINDOW_S = 60.0  # resyncs of one book counted over this window
 RESYNC_FREE = 3  # that many in the window go at once; then 1 s, 2 s, ... up to MAX_RESYNC_DELAY_S
@@ -279,12 +280,13 @@ class InstrumentSync:
         """``upd`` does not follow the book: resync, keeping ``pending`` (``upd`` and the
         diffs received after it) for the next REST snapshot. Either the snapshot was too old
         (exchanges.md 1.3 step 3: fetch another, keep buffering) or a diff is missing. The next
-        snapshot is asked for after these diffs came and may lag the stream (Binance's REST
-        does, by a steady delay): it still finds its place in them, and those it covers are
-        skipped. Dropping them would make a lagging snapshot too old, and cost a fetch more."""
+        snapshot is asked for after these diffs came and may lag the stream: it still finds its
+        place in them, and those it covers are skipped. Dropping them would make a lagging
+        snapshot too old, and cost a fetch more. At most half the buffer limit is kept, the
+        newest (a later start is as good a start), so the limit cannot trip at once."""
         resync = self._fail(kind, self._gap_text(upd))
         if self.rest_mode:
-            self.buffer = pending
+            self.buffer = pending[-KEPT_AFTER_FAILURE:]
         return resync
 
     def _fail(self, kind: str, reason: str) -> Resync:

@@ -8,6 +8,8 @@ import pytest
 from common.config import ConfigError
 from common.model import BookUpdate
 from services.ingest.sync import (
+    KEPT_AFTER_FAILURE,
+    MAX_BUFFERED,
     MAX_RESYNC_DELAY_S,
     MAX_SYNC_WAIT_S,
     RESYNC_WINDOW_S,
@@ -88,6 +90,24 @@ def test_first_live_diff_after_a_stale_snapshot_is_kept_too():
     assert isinstance(out, Resync) and out.kind == "stale_snapshot"
     out = m.feed(snapshot(1002, BIDS, ASKS))
     assert isinstance(out, Publish) and m.sync.book.best_bid() == (99.0, 2.0)
+
+
+def test_a_long_buffer_broken_by_a_gap_keeps_its_newest_half_not_a_full_buffer():
+    """A snapshot answered after thousands of diffs, one of them lost: the diffs kept for the
+    next snapshot must leave room to buffer more, or the limit trips at once (a second resync,
+    and the snapshot asked for after the gap wasted)."""
+    m = machine()
+    m.feed(diff(1001, 1001))
+    for i in range(1003, 1003 + MAX_BUFFERED - 1):  # 1002 lost
+        m.feed(diff(i, i))
+    assert isinstance(m.feed(snapshot(1000, BIDS, ASKS)), Resync)
+    last = 1003 + MAX_BUFFERED - 2
+    assert len(m.sync.buffer) == KEPT_AFTER_FAILURE and m.sync.buffer[-1].last_id == last
+    for i in range(last + 1, last + 101):
+        assert m.feed(diff(i, i)) is None
+    out = m.feed(snapshot(last - 10, BIDS, ASKS))
+    assert isinstance(out, Publish) and m.sync.last_id == last + 100
+    assert (m.sync.counters.gaps, m.sync.counters.resyncs) == (1, 1)
 
 
 def test_a_level_that_is_not_a_number_resyncs_and_leaves_no_half_applied_book():
