@@ -741,7 +741,7 @@ def test_a_topic_on_two_publishers_is_followed_from_one(pub: ThreadPublisher) ->
             got.append((msg["epoch"], msg["trades"][0]["id"]))
 
     async def make() -> Subscriber:
-        sub = Subscriber(ups, ["trade."], on_message, stale_after_s=1.0)
+        sub = Subscriber(ups, ["trade."], on_message, stale_after_s=3.0)
         sub.start()
         return sub
 

@@ -128,7 +128,7 @@ def test_a_cut_snapshot_is_refreshed_as_the_price_moves_and_the_book_stays_live(
     moved, levels were taken) ingest fetches a new snapshot. The refreshes are stitched in
     without the book ever leaving ``live`` on the bus, and its top stays equal to the
     exchange's (the stitching rule itself: tests/unit/test_binance_sync.py)."""
-    extra = "snapshot_limit = 20\nwatchdog_s = 4.0"
+    extra = "snapshot_limit = 20\nwatchdog_s = 10.0"  # a paused market must not reconnect
     with binance_stack(tmp_path, ["BTC"], extra, 200) as (sim, mirror):
 
         def btc() -> dict:
@@ -154,7 +154,8 @@ def test_a_stream_that_starts_late_gets_its_snapshot_after_its_first_diff(tmp_pa
     def late(sim: SimControl) -> None:
         sim.fault("binance", "late_stream", duration_s=0.5)
 
-    with binance_stack(tmp_path, ["BTC", "ETH"], "watchdog_s = 4.0", 100, late) as (sim, mirror):
+    quiet_ok = "watchdog_s = 10.0"  # the paused market in converge() must not reconnect
+    with binance_stack(tmp_path, ["BTC", "ETH"], quiet_ok, 100, late) as (sim, mirror):
         wait_until(lambda: mirror.count(TOPIC) > 50, 30, what="50 book messages")
         converge(sim, mirror)
         for topic in (TOPIC, "book.binance.ETH-USDT"):
@@ -165,11 +166,15 @@ def test_a_stream_that_starts_late_gets_its_snapshot_after_its_first_diff(tmp_pa
         assert sim.stats("binance")["rest_depth_calls"] == 2
 
 
-def test_a_book_that_keeps_failing_costs_one_snapshot_per_paced_resync(stack):
+def test_a_book_that_keeps_failing_costs_one_snapshot_per_paced_resync(tmp_path):
     """Five gaps in a row: the first three resyncs go at once, the fourth waits 1 s and the
     fifth 2 s (ResyncPace), although diffs keep coming meanwhile; each costs one REST
     snapshot."""
-    sim, mirror = stack
+    with binance_stack(tmp_path, ["BTC", "ETH"], "watchdog_s = 10.0", 100) as (sim, mirror):
+        book_that_keeps_failing(sim, mirror)
+
+
+def book_that_keeps_failing(sim: SimControl, mirror: BusMirror) -> None:
     wait_until(lambda: mirror.count(TOPIC) > 20, 30, what="book flowing")
     converge(sim, mirror)
     calls = sim.stats("binance")["rest_depth_calls"]
