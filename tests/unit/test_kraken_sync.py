@@ -304,6 +304,10 @@ def test_acks_heartbeats_status_and_pongs_are_ignored_but_a_refusal_is_reported(
     refused = {"method": "subscribe", "success": False, "error": "Currency pair not supported"}
     with pytest.raises(VenueError, match="not supported"):  # the exchange's error, not noise
         plugin.parse(orjson.dumps(refused), 0)
+    # exchanges.md 3.1: a rate limit is answered without a method
+    for limited in ({"Error": "Exceeded msg rate"}, {"error": "EAPI:Rate limit exceeded"}):
+        with pytest.raises(VenueError, match=r"(?i)rate"):
+            plugin.parse(orjson.dumps(limited), 0)
 
 
 @pytest.mark.parametrize(
@@ -343,6 +347,23 @@ def test_parsed_levels_keep_exact_wire_digits():
     assert isinstance(upd, BookUpdate) and upd.checksum == 7 and not upd.is_snapshot
     assert upd.bids == [("29426.7", "4.00000000")] and upd.asks == [("29430.3", "0.00001000")]
     assert upd.ts_exch == 1690730998343415000
+
+
+@pytest.mark.parametrize("qty", ["79228688.39959579", "77725482.93973238"])
+def test_a_quantity_between_2_52_and_2_53_units_keeps_its_digits_too(qty):
+    """Below 2**53 units of the last decimal a float holds the value, but prints it back right
+    only below 2**52: 79228688.39959579 (8 decimals) comes back as ...39959580."""
+    s = Session()
+    assert not isinstance(s.send("snapshot", BIDS, ASKS), Resync)
+    s.ref.apply([(29430.2, Decimal(qty))], [])
+    text = (
+        '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":'
+        f'[{{"price":29430.2,"qty":{qty}}}],"asks":[],"checksum":{s.ref.checksum()},'
+        '"timestamp":"2023-07-30T15:29:58.343415Z"}]}'
+    )
+    (upd,) = s.plugin.parse(text.encode(), 0)
+    assert upd.bids == [("29430.2", qty)]
+    assert not isinstance(s.m.feed(upd), Resync) and s.m.sync.state == "live"
 
 
 def test_a_quantity_a_float_cannot_carry_keeps_every_digit_for_the_checksum():

@@ -9,8 +9,9 @@ instrument and ``resubscribe`` asks for a fresh snapshot on the open connection.
 Numbers: v2 sends JSON numbers (``0.00100000`` on the wire, ``0.001`` once decoded). Every level
 is re-printed with the pair's precision (AssetPairs ``pair_decimals``/``lot_decimals``, or the v2
 ``instrument`` channel's ``price_precision``/``qty_precision``), which gives back the wire text
-exactly while ``value * 10**precision < 2**53``; the book keeps those strings for the checksum.
-A frame with a larger value (90M of an 8-decimal asset) is parsed again with Decimals.
+exactly while ``value * 10**precision < 2**52`` (a double's error, half a unit in its 53rd bit,
+is then below half a unit of the last decimal); the book keeps those strings for the checksum.
+A frame with a larger value (45M of an 8-decimal asset) is parsed again with Decimals.
 Trades: ``side`` is already the taker side.
 
 | channel     | variant        | role     | action                                   | evidence                 |
@@ -187,6 +188,8 @@ class KrakenSpot(VenuePlugin):
 
     def _method(self, msg: dict[str, Any]) -> list[Event]:
         method = msg.get("method")
+        if method is None and (error := msg.get("error") or msg.get("Error")):
+            raise VenueError(str(error))  # a rate limit: {"Error":"Exceeded msg rate"}
         if method not in ("subscribe", "unsubscribe", "pong"):
             raise ParseError(f"unknown message (method {method!r})")
         if msg.get("success") is False:
@@ -198,7 +201,7 @@ class KrakenSpot(VenuePlugin):
         out = [(f"{lv['price']:.{pp}f}", f"{lv['qty']:.{qp}f}") for lv in levels]
         bounds = self.exact_below.get(symbol)
         if bounds is None:
-            bounds = self.exact_below[symbol] = (2.0**53 / 10**pp, 2.0**53 / 10**qp)
+            bounds = self.exact_below[symbol] = (2.0**52 / 10**pp, 2.0**52 / 10**qp)
         p_max, q_max = bounds
         for lv in levels:
             p, q = lv["price"], lv["qty"]
