@@ -207,6 +207,20 @@ def test_malformed_frames_raise_and_an_unreadable_number_counts_as_lost():
         parser.parse("[1, 2]", 0)
 
 
+def test_an_unreadable_trade_frame_is_skipped_without_resyncing_the_books():
+    """A trade or heartbeat frame that cannot be read lost no book data: its number is
+    consumed, so the next book frame is no gap (else every book on the connection, megabytes
+    of snapshots, would be fetched again, and again for each such trade)."""
+    _, parser, m = machine()
+    feed(parser, m, ws_l2_data_snapshot)  # 13
+    odd = renumber(ws_market_trades_update, 14).replace('"SELL"', '"UNKNOWN_ORDER_SIDE"')
+    with pytest.raises(ParseError, match="side"):
+        parser.parse(odd, 0)
+    assert parser.last_seq == 14
+    (upd,) = feed(parser, m, l2_update(15, ("bid", "65062.5", "1")))
+    assert isinstance(upd, BookUpdate) and m.resyncs == [] and m.sync.state == "live"
+
+
 def test_a_crossing_update_resyncs_by_reconnecting():
     plugin, parser, m = machine()
     feed(parser, m, ws_l2_data_snapshot)

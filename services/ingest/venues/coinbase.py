@@ -53,6 +53,7 @@ from common.model import (
 from services.ingest.venue import FrameParser, ParseError, VenueError, VenuePlugin
 
 CHANNELS = ("level2", "market_trades", "heartbeats")
+BOOKLESS_CHANNELS = frozenset(("market_trades", "heartbeats", "subscriptions"))
 TAKER_SIDE = {"BUY": "sell", "SELL": "buy"}  # the venue's side is the maker's
 _SECONDS: dict[str, int] = {}  # "2026-08-09T21:05:48" -> unix seconds (memo of a pure function)
 
@@ -244,7 +245,12 @@ class ConnectionParser(FrameParser):
             self.last_seq = seq
             lost = seq - last - 1
             return [ConnectionGap(f"sequence_num jumped {last} -> {seq} ({lost} lost)")]
-        events = self.plugin.parse_message(msg)  # raises: the number stays unconsumed
+        try:
+            events = self.plugin.parse_message(msg)
+        except Exception:
+            if msg.get("channel") in BOOKLESS_CHANNELS:  # no book data lost: skipped, counted
+                self.last_seq = seq
+            raise  # a book frame stays unconsumed: the next one resyncs the connection's books
         self.last_seq = seq
         return events
 
