@@ -7,7 +7,8 @@ checks it: a jump emits ``ConnectionGap`` and the runner reconnects, so every bo
 connection is dropped and rebuilt from the fresh full-book snapshots. A repeated or older number
 is a duplicate and is skipped. A frame that cannot be read does not consume its number, so it
 counts as lost: the next frame shows the jump (a truncated copy followed by the intact frame
-with the same number is harmless). A book that crosses itself is resynced by reconnecting too
+with the same number is harmless). Except a trade, heartbeat or ack frame whose number could be
+read: it held no book data, so it is skipped and counted without resyncing the books. A book that crosses itself is resynced by reconnecting too
 (``resubscribe`` returns None): the venue has no per-product resync that keeps the sequence.
 
 Books: a ``snapshot`` event is the ENTIRE book (BTC-USD: ~46k levels, a 5 MB frame, hence
