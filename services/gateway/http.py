@@ -134,7 +134,7 @@ class HttpApi:
                 405, "method_not_allowed", "only GET is supported", [("Allow", "GET")]
             )
         try:
-            resp = await self.route(path, parse_qs(url.query))
+            resp = await self.route(path, parse_qs(url.query, keep_blank_values=True))
         except Exception:
             log.exception("HTTP %s failed", request.path[:200])
             resp = self.error(500, "internal_error", "the request failed")
@@ -256,10 +256,8 @@ class HttpApi:
         venue, symbol = parts[0], parts[1].upper()
         depth = self.settings.default_depth
         if "depth" in query:
-            try:
-                depth = int(query["depth"][-1])
-            except ValueError:
-                depth = 0
+            text = query["depth"][-1]  # ASCII digits only: int() also takes "1_0" and "٣"
+            depth = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
             if not 1 <= depth <= self.settings.max_depth:
                 return self.error(
                     400, "bad_request", f"depth must be an integer 1..{self.settings.max_depth}"
@@ -299,9 +297,10 @@ class HttpApi:
             try:
                 base = root.resolve()
                 target = (base / unquote(path).lstrip("/")).resolve()
-            except (OSError, ValueError):
-                target = None
-            if target is not None and target.is_relative_to(base) and target.is_file():
+                found = target.is_relative_to(base) and target.is_file()
+            except (OSError, ValueError):  # a name too long, a NUL: no such file
+                found = False
+            if found:
                 return self.file(target, cache="/assets/" in path)
         return self.error(404, "not_found", f"no such path {path!r}")
 

@@ -252,14 +252,17 @@ class MarketState:
 
     def venue_state(self, venue: str, now: float | None = None) -> str:
         """What clients should believe: ``down`` while the book builder is down or the venue
-        never reported, ``stale`` if its last status is older than ``stale_after_s``."""
+        never reported, ``stale`` if its last status is older than ``stale_after_s``, counted
+        from the book builder's return at the earliest (it brings fresh statuses within
+        that; the ones from before its outage are not stale on the spot)."""
         if not self.book_alive:
             return "down"
         msg = self.status.get(venue)
         if msg is None:
             return "down"
         now = time.monotonic() if now is None else now
-        if now - self.status_at.get(venue, 0.0) > self.stale_after_s:
+        since = max(self.status_at.get(venue, 0.0), self.book_changed_at)
+        if now - since > self.stale_after_s:
             return "stale"
         state = msg.get("state")
         return state if state in VENUE_STATES else "down"

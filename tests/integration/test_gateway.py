@@ -412,6 +412,11 @@ def test_http_routes(env):
         ("/api/book/kraken/ETH-USD", 404, "no_data"),
         ("/api/book/binance/BTC-USDT?depth=0", 400, "bad_request"),
         ("/api/book/binance/BTC-USDT?depth=x", 400, "bad_request"),
+        ("/api/book/binance/BTC-USDT?depth=", 400, "bad_request"),
+        ("/api/book/binance/BTC-USDT?depth=1_0", 400, "bad_request"),
+        ("/api/book/binance/BTC-USDT?depth=%D9%A3", 400, "bad_request"),  # an Arabic-Indic 3
+        ("/" + "a" * 300, 404, "not_found"),  # a file name too long for the OS
+        ("/assets/" + "b" * 256 + ".js", 404, "not_found"),
         ("/api/nothing", 404, "not_found"),
         ("/no/such/page", 404, "not_found"),
         ("/ws", 426, "upgrade_required"),

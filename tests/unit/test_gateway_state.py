@@ -132,6 +132,13 @@ def test_venue_state_follows_book_liveness_and_status_age():
     s.update("status.binance", {"state": "syncing", "instruments": {"BTC-USDT": "syncing"}})
     assert s.venue_state("binance") == "syncing"
     assert s.venue_state("binance", time.monotonic() + 10) == "stale"
+    # the book builder goes away long enough for the status to age, and comes back: that
+    # status is not called stale at once (fresh ones are on their way), only if none come
+    s.set_book_alive(False)
+    s.status_at["binance"] -= 10
+    assert s.set_book_alive(True)
+    assert s.venue_state("binance") == "syncing"
+    assert s.venue_state("binance", time.monotonic() + 10) == "stale"
     assert s.instrument_states("binance") == {"BTC-USDT": "syncing"}
     s.update("depth.kraken.BTC-USD", {"state": "live"})
     assert s.instrument_states("kraken") == {"BTC-USD": "live"}
