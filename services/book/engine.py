@@ -268,8 +268,12 @@ class Engine:
             )
         if topic.startswith("book."):
             m = self.mirrors.get(topic.partition(".")[2])
-            if m is not None and m.sync == LIVE:
+            if m is None or m.venue != venue:
+                return
+            if m.sync == LIVE:
                 self._lost_sync(m, topic, f"bad message: {exc}")
+            elif self.resync is not None:  # a bad snapshot: none usable until another comes
+                self.resync(venue, topic, f"bad message: {exc}")
 
     def _lost_sync(self, m: Mirror, topic: str, reason: str) -> None:
         """Our copy of ``m`` is unusable: out until ingest republishes its snapshot."""

@@ -288,6 +288,24 @@ def test_bad_messages_are_counted_never_raised() -> None:
     assert engine.mirror_of("binance", "BTC-USDT").state == "live"
 
 
+def test_a_bad_snapshot_of_a_syncing_book_asks_for_another() -> None:
+    """The Subscriber took the snapshot for the book's resync and delivers what follows, which
+    our copy, still not live, ignores: without a new request the venue stayed out for good."""
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    engine.on_message(
+        "binance",
+        "book.binance.BTC-USDT",
+        {"type": "state", "venue": "binance", "symbol": "BTC-USDT", "state": "syncing"},
+    )
+    assert bus.resyncs == []
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, -0.0001]], [[101.0, 1.0]], 1)
+    assert engine.bad == 1 and bus.resyncs == [("binance", "book.binance.BTC-USDT")]
+    assert engine.mirror_of("binance", "BTC-USDT").state != "live"
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, 2.0]], [[101.0, 1.0]], 2)
+    assert engine.mirror_of("binance", "BTC-USDT").state == "live"
+
+
 def test_resync_snapshots_for_prefixes() -> None:
     engine, _bus = make()
     feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
