@@ -641,6 +641,12 @@ class Subscriber:
         for link in links:
             self._request(link, [topic])
 
+    def forget(self, topic: str) -> None:
+        """The publisher no longer publishes ``topic``: stop tracking it and asking for it."""
+        self.topics.pop(topic, None)
+        for link in self.links:
+            link.pending.pop(topic, None)
+
     def resync(self, topic: str, reason: str) -> None:
         """Declare a topic's copy unusable (e.g. the consumer could not apply a message) and ask
         its publisher for a snapshot."""

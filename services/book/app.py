@@ -74,6 +74,7 @@ class BookBuilder:
             self._touch,
             resync=self._resync,
             refresh=self._refresh,
+            forget=self._forget,
             wake=self._wake,
         )
         self.publisher = publisher or Publisher(
@@ -118,6 +119,10 @@ class BookBuilder:
     def _resync(self, venue: str, topic: str, reason: str) -> None:
         """Ask the venue's ingest for a fresh snapshot of ``topic`` (our copy is unusable)."""
         self.subs[venue].resync(topic, reason)
+
+    def _forget(self, venue: str, topic: str) -> None:
+        """The venue's ingest no longer carries ``topic``."""
+        self.subs[venue].forget(topic)
 
     def _refresh(self, venue: str, topic: str) -> None:
         """Ask the venue's ingest for a fresh snapshot of ``topic``; our copy stays in use."""

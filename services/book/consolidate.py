@@ -324,6 +324,11 @@ class Group:
         self.members = dict(sorted(self.members.items()))
         self._split = None
 
+    def remove(self, mirror: Mirror) -> None:
+        assert mirror.market is not None
+        self.members.pop(mirror.market.key, None)
+        self._split = None
+
     def invalidate(self) -> None:
         """A member's inclusion or a conversion rate changed: ``split`` computes again."""
         self._split = None

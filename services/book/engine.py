@@ -25,6 +25,7 @@ from common.metrics import LatencyHistogram
 from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import Group, spread_bps
 from services.book.mirror import (
+    DOWN,
     LIVE,
     STALE,
     BadMessage,
@@ -70,6 +71,7 @@ class Engine:
         *,
         resync: Callable[[str, str, str], None] | None = None,
         refresh: Callable[[str, str], None] | None = None,
+        forget: Callable[[str, str], None] | None = None,
         wake: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +80,7 @@ class Engine:
         self.touch = touch
         self.resync = resync
         self.refresh = refresh
+        self.forget = forget  # (venue, book topic): no longer follow it
         self.wake = wake
         self.clock = clock
         self.venues = {v: VenueStatus(v) for v in venues}
@@ -232,9 +235,35 @@ class Engine:
             for symbol in instruments:
                 if isinstance(symbol, str) and f"{vs.name}.{symbol}" not in self.mirrors:
                     self._mirror(vs.name, symbol)
+            if instruments:  # the ingest's whole list (empty until it has read its metadata)
+                for m in [m for m in self.by_venue[vs.name] if m.symbol not in instruments]:
+                    self._drop_mirror(m)
         self._refresh_venue(vs, now)
         if stats.get("venue_state") != before:
             self._mark_status(vs.name)
+
+    def _drop_mirror(self, m: Mirror) -> None:
+        """The ingest no longer carries this book (its config changed across a restart): a
+        last ``down`` for it, out of its group and of the venue's status, no longer followed.
+        Kept, it would hold the venue ``stale`` and be asked for every 2 s for ever."""
+        ident = f"{m.venue}.{m.symbol}"
+        log.warning("%s %s: no longer carried by its ingest: dropped", m.venue, m.symbol)
+        before = m.top_key()
+        m.invalidate(DOWN, "no longer carried by its ingest")
+        self._changed(m, before, depth=False)
+        self._send(f"depth.{ident}", self.venue_depth(m))
+        del self.mirrors[ident]
+        self.by_venue[m.venue].remove(m)
+        for topic in (f"depth.{ident}", f"bbo.{ident}"):
+            self._last_key.pop(topic, None)
+        group = self.groups.get(m.group) if m.group else None
+        if group is not None:
+            group.remove(m)
+            self.touch(f"depth.all.{group.name}")
+            self._group_bbo(group)
+        if self.forget is not None:
+            self.forget(m.venue, f"book.{ident}")
+        self._mark_status(m.venue)
 
     def on_stale(self, topic: str, reason: str) -> None:
         """The Subscriber lost this book's sequence: our copy is unusable until a snapshot."""

@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from common.book import OrderBook
-from common.bus import Publisher
+from common.bus import RESYNC_RETRY_S, Publisher
 from tests.procs import free_port, processes, wait_until
 
 pytestmark = pytest.mark.integration
@@ -484,6 +484,28 @@ def test_restart_of_one_ingest_leaves_the_other_venue_alone(stack):
     kraken_states = [m["state"] for _, t, m in tap.log[start:] if t == "depth.kraken.BTC-USD"]
     assert all(s == "live" for s in kraken_states), kraken_states
     assert all("kraken" in m["venues"] for _, t, m in tap.log[start:] if t == "depth.all.BTC-USD")
+
+
+def test_a_book_an_ingest_restarted_without_is_dropped_not_stale_for_ever(stack):
+    """binance's ingest comes back without ETH-USDT (its config changed): the venue's status
+    lists BTC-USDT only and is live, ETH-USDT's last bbo says down, and the builder stops asking
+    for it (it asked every RESYNC_RETRY_S for ever)."""
+    _, fakes, tap, _rng = stack
+    b = fakes["binance"]
+    tap.wait(lambda: all_is(tap, fakes, SYMS), what="depth.all")
+    b.call(lambda: b.books.pop("ETH-USDT"))
+    b.restart()
+    tap.wait(
+        lambda: (
+            tap.get("status.binance")["instruments"] == {"BTC-USDT": "live"}
+            and tap.get("status.binance")["state"] == "live"
+        ),
+        what="binance live with BTC-USDT only",
+    )
+    assert tap.get("bbo.binance.ETH-USDT")["state"] == "down"
+    since = time.monotonic()
+    time.sleep(RESYNC_RETRY_S + 0.5)
+    assert not b.requested("book.binance.ETH-USDT", since), "still asking for a dropped book"
 
 
 def test_depth_is_built_only_for_topics_someone_subscribes_to(stack):

@@ -28,6 +28,7 @@ class Bus:
         self.touched: set[str] = set()
         self.resyncs: list[tuple[str, str]] = []
         self.refreshes: list[tuple[str, str]] = []  # snapshots asked for, copy kept live
+        self.forgotten: list[tuple[str, str]] = []  # book topics no longer followed
         self.now = 1000.0
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
@@ -64,6 +65,7 @@ def make(
         bus.touch,
         resync=lambda venue, topic, reason: bus.resyncs.append((venue, topic)),
         refresh=lambda venue, topic: bus.refreshes.append((venue, topic)),
+        forget=lambda venue, topic: bus.forgotten.append((venue, topic)),
         clock=lambda: bus.now,
     )
     for v in venues:
@@ -304,6 +306,30 @@ def test_a_bad_snapshot_of_a_syncing_book_asks_for_another() -> None:
     assert engine.mirror_of("binance", "BTC-USDT").state != "live"
     feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, 2.0]], [[101.0, 1.0]], 2)
     assert engine.mirror_of("binance", "BTC-USDT").state == "live"
+
+
+def test_a_book_the_ingest_no_longer_lists_is_dropped_not_stale_for_ever() -> None:
+    """An ingest restarted without DOGE (symbols_off): its heartbeat lists BTC only. DOGE gets
+    a last ``down``, leaves its consolidated book and the venue's status (which would else say
+    ``stale`` for ever), and is no longer followed."""
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[101.0, 1.0]])
+    feed(engine, "binance", "DOGE-USDT", "snapshot", [[0.1, 5.0]], [[0.2, 5.0]])
+    feed(engine, "kraken", "DOGE-USD", "snapshot", [[0.11, 2.0]], [[0.21, 2.0]])
+    engine.on_stale("book.binance.DOGE-USDT", "new epoch")  # the restart
+    stats = {"venue": "binance", "venue_state": "live", "instruments": {"BTC-USDT": {}}}
+    engine.on_message("binance", "hb.ingest-binance", {"type": "hb", "stats": stats})
+    assert engine.mirror_of("binance", "DOGE-USDT") is None
+    assert bus.forgotten == [("binance", "book.binance.DOGE-USDT")]
+    assert bus.last("bbo.binance.DOGE-USDT")["state"] == "down"
+    assert bus.last("depth.binance.DOGE-USDT")["state"] == "down"
+    consolidated = bus.last("bbo.all.DOGE-USD")
+    assert consolidated["venues"] == ["kraken"] and consolidated["excluded"] == {}
+    assert consolidated["bid"][0] == 0.11
+    bus.flush(engine)
+    status = bus.last("status.binance")
+    assert status["instruments"] == {"BTC-USDT": "live"} and status["state"] == "live"
+    assert not any(t.startswith("depth.binance.DOGE") for t in engine.depth_topics())
 
 
 def test_resync_snapshots_for_prefixes() -> None:
