@@ -8,6 +8,7 @@ Every problem is reported as a ``ConfigError`` naming the file and the key.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
+def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    """Apply the ``FLOWBOOK_A__B`` variables of ``environ``; returns their names."""
+    applied = []
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -113,9 +116,11 @@ def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
             if not isinstance(node, dict):
                 raise ConfigError(f"{name}: {part!r} is not a table")
         node[path[-1]] = _parse_env_value(text)
+        applied.append(name)
+    return applied
 
 
-def _take(
+def take_key(
     table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...
 ) -> Any:
     if key not in table:
@@ -128,50 +133,101 @@ def _take(
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: {key!r} must be {want}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key!r} must be a finite number, got {value!r}")
     return value
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"})
 
 
 def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
-    value = _take(table, key, str, where)
+    """A ZeroMQ endpoint that a service binds and others connect to, so a tcp:// one needs a
+    host to connect to (not ``*``) and a port."""
+    value = take_key(table, key, str, where)
+    example = "like tcp://127.0.0.1:5551"
     if not value.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ConfigError(f"{where}: {key!r} must be a ZeroMQ endpoint like tcp://127.0.0.1:5551")
+        raise ConfigError(f"{where}: {key!r} must be a ZeroMQ endpoint {example}, got {value!r}")
+    if value.startswith("tcp://"):
+        host, _, port = value[len("tcp://") :].rpartition(":")
+        if not host or host == "*" or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(
+                f"{where}: {key!r} must name a host to connect to and a port 1-65535, "
+                f"{example}, got {value!r}"
+            )
     return value
+
+
+def _port_key(host: str, port: int) -> tuple[str, int]:
+    """Ports on this machine clash whatever name the host has."""
+    return ("local" if host in LOCAL_HOSTS else host, port)
+
+
+def _check_ports(path: Path, taken: list[tuple[str, str | tuple[str, int]]]) -> None:
+    """Every endpoint or port (``(what, value)``) used once only."""
+    seen: dict[object, str] = {}
+    for what, value in taken:
+        if isinstance(value, str) and value.startswith("tcp://"):
+            host, _, port = value[len("tcp://") :].rpartition(":")
+            key: object = _port_key(host, int(port))
+        elif isinstance(value, tuple):
+            key = _port_key(*value)
+        else:
+            key = value
+        if key in seen:
+            raise ConfigError(f"{path}: {what} ({value}) is already used by {seen[key]}")
+        seen[key] = what
 
 
 def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
     where = f"{path} [venues.{name}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    bases = _take(table, "bases", list, where)
+    bases = take_key(table, "bases", list, where)
     if not bases or not all(isinstance(b, str) and b for b in bases):
         raise ConfigError(f"{where}: 'bases' must be a non-empty list of asset codes")
-    quote = _take(table, "quote", str, where).upper()
+    quote = take_key(table, "quote", str, where).upper()
     bases = [b.upper() for b in bases]
-    off = _take(table, "symbols_off", list, where, [])
+    off = take_key(table, "symbols_off", list, where, [])
     if not all(isinstance(o, str) for o in off):
         raise ConfigError(f"{where}: 'symbols_off' must be a list of strings")
     off_bases = set()
     for entry in off:
-        base = entry.upper().split("-")[0]  # "DOGE" or "DOGE-USD"
+        base, _, rest = entry.upper().partition("-")  # "DOGE" or "DOGE-USD"
         if base not in bases:
             raise ConfigError(
                 f"{where}: symbols_off names {entry!r}, which is not among bases {bases}"
             )
+        if rest and rest.split("-")[0] != quote:
+            raise ConfigError(
+                f"{where}: symbols_off names {entry!r}, but this venue's quote is {quote}"
+            )
         off_bases.add(base)
+    if off_bases >= set(bases):
+        raise ConfigError(f"{where}: symbols_off leaves no base (bases {bases})")
     return VenueConfig(
         name=name,
-        plugin=_take(table, "plugin", str, where, name),
+        plugin=take_key(table, "plugin", str, where, name),
         pub=_endpoint(table, "pub", where),
         control=_endpoint(table, "control", where),
-        ws_url=_take(table, "ws_url", str, where),
-        rest_url=_take(table, "rest_url", str, where, ""),
+        ws_url=_url(table, "ws_url", ("ws://", "wss://"), where),
+        rest_url=_url(table, "rest_url", ("http://", "https://"), where, ""),
         bases=tuple(b for b in bases if b not in off_bases),
         quote=quote,
-        enabled=_take(table, "enabled", bool, where, True),
-        sim_port=_take(table, "sim_port", int, where, None),
-        record_dir=_take(table, "record_dir", str, where, None),
+        enabled=take_key(table, "enabled", bool, where, True),
+        sim_port=take_key(table, "sim_port", int, where, None),
+        record_dir=take_key(table, "record_dir", str, where, None),
         options={k: v for k, v in table.items() if k not in VENUE_KEYS},
     )
+
+
+def _url(
+    table: dict[str, Any], key: str, schemes: tuple[str, ...], where: str, default: Any = ...
+) -> str:
+    value = take_key(table, key, str, where, default)
+    if value and (not value.startswith(schemes) or not value.partition("://")[2]):
+        raise ConfigError(f"{where}: {key!r} must be a {' or '.join(schemes)} URL, got {value!r}")
+    return value
 
 
 def _quote_groups(value: list[Any], where: str) -> tuple[tuple[str, ...], ...]:
@@ -183,7 +239,7 @@ def _quote_groups(value: list[Any], where: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(q.upper() for q in g) for g in value)
 
 
-def _unknown_keys(
+def reject_unknown_keys(
     table: dict[str, Any], known: frozenset[str] | tuple[str, ...], where: str
 ) -> None:
     unknown = sorted(set(table) - set(known))
@@ -199,27 +255,45 @@ def load(
     """Load and validate a config file (default: ``$FLOWBOOK_CONFIG`` or deploy/demo.toml)."""
     environ = dict(os.environ if environ is None else environ)
     path = Path(path or environ.get("FLOWBOOK_CONFIG") or DEFAULT_CONFIG)
+    data = read_toml(path)
+    overrides = apply_env_overrides(data, environ)
     try:
-        data = tomllib.loads(path.read_text())
+        return _validate(path, data)
+    except ConfigError as exc:
+        if not overrides:
+            raise
+        raise ConfigError(f"{exc} (with the environment's {', '.join(overrides)})") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; a ConfigError for a file that cannot be read as one."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    apply_env_overrides(data, environ)
-    _unknown_keys(data, TABLES, f"{path}: top level")
+
+
+def _validate(path: Path, data: dict[str, Any]) -> Config:
+    reject_unknown_keys(data, TABLES, f"{path}: top level")
     for name in TABLES:
         if not isinstance(data.get(name, {}), dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
     book_t = data.get("book", {})
     where = f"{path} [book]"
-    _unknown_keys(book_t, BOOK_KEYS, where)
-    groups = _take(book_t, "quote_groups", list, where, [["USD", "USDT", "USDC"]])
+    reject_unknown_keys(book_t, BOOK_KEYS, where)
+    groups = take_key(book_t, "quote_groups", list, where, [["USD", "USDT", "USDC"]])
     book = BookConfig(
         pub=_endpoint(book_t, "pub", where),
         control=_endpoint(book_t, "control", where),
-        depth=_take(book_t, "depth", int, where, 50),
-        depth_interval_ms=_take(book_t, "depth_interval_ms", int, where, 50),
-        stale_after_s=_take(book_t, "stale_after_s", float, where, 3.0),
+        depth=take_key(book_t, "depth", int, where, 50),
+        depth_interval_ms=take_key(book_t, "depth_interval_ms", int, where, 50),
+        stale_after_s=take_key(book_t, "stale_after_s", float, where, 3.0),
         quote_groups=_quote_groups(groups, where),
         options=book_t,
     )
@@ -229,23 +303,27 @@ def load(
         raise ConfigError(f"{where}: stale_after_s must be > 0, got {book.stale_after_s}")
     gw_t = data.get("gateway", {})
     gateway = GatewayConfig(
-        host=_take(gw_t, "host", str, f"{path} [gateway]", "127.0.0.1"),
-        port=_take(gw_t, "port", int, f"{path} [gateway]", 8080),
+        host=take_key(gw_t, "host", str, f"{path} [gateway]", "127.0.0.1"),
+        port=take_key(gw_t, "port", int, f"{path} [gateway]", 8080),
         options=gw_t,
     )
     venues_t = data.get("venues", {})
     venues = {name: _venue(name, t, path) for name, t in venues_t.items()}
-    endpoints: dict[str, str] = {book.pub: "book.pub", book.control: "book.control"}
+    taken: list[tuple[str, Any]] = [("book.pub", book.pub), ("book.control", book.control)]
+    taken.append(("gateway.port", (gateway.host, gateway.port)))
     for v in venues.values():
-        if not v.enabled:
-            continue
-        for key in ("pub", "control"):
-            ep = getattr(v, key)
-            if ep in endpoints:
-                raise ConfigError(
-                    f"{path}: venues.{v.name}.{key} {ep} already used by {endpoints[ep]}"
-                )
-            endpoints[ep] = f"venues.{v.name}.{key}"
+        if v.enabled:
+            taken += [(f"venues.{v.name}.pub", v.pub), (f"venues.{v.name}.control", v.control)]
+    sim = data.get("simulator", {})
+    if sim.get("enabled", True) is not False:
+        sim_host = sim.get("host", "127.0.0.1")
+        control_port = sim.get("control_port", 9100)
+        if type(control_port) is int and control_port > 0 and isinstance(sim_host, str):
+            taken.append(("simulator.control_port", (sim_host, control_port)))
+        for v in venues.values():
+            if v.enabled and v.sim_port and isinstance(sim_host, str):
+                taken.append((f"venues.{v.name}.sim_port", (sim_host, v.sim_port)))
+    _check_ports(path, taken)
     prio, services = _realtime(data, path)
     return Config(path, book, gateway, venues, data.get("simulator", {}), data, prio, services)
 
@@ -253,13 +331,13 @@ def load(
 def _realtime(data: dict[str, Any], path: Path) -> tuple[int, tuple[str, ...]]:
     table = data.get("scheduling", {})
     where = f"{path} [scheduling]"
-    _unknown_keys(table, ("realtime_priority", "realtime_services"), where)
-    prio = _take(table, "realtime_priority", int, where, 0)
+    reject_unknown_keys(table, ("realtime_priority", "realtime_services"), where)
+    prio = take_key(table, "realtime_priority", int, where, 0)
     if not 0 <= prio <= MAX_REALTIME_PRIORITY:
         raise ConfigError(
             f"{where}: realtime_priority must be 0 (off) or 1-{MAX_REALTIME_PRIORITY}, got {prio}"
         )
-    services = _take(table, "realtime_services", list, where, list(REALTIME_SERVICES))
+    services = take_key(table, "realtime_services", list, where, list(REALTIME_SERVICES))
     bad = [s for s in services if s not in REALTIME_SERVICES]
     if bad:
         raise ConfigError(

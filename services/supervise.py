@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 from common.config import Config, ConfigError, load
+from services.book.app import settings_from as book_settings_from
+from services.gateway.settings import from_config as gateway_settings_from
 from services.ingest.runner import load_plugin
+from services.simulator.config import load_config as load_simulator_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -85,6 +88,23 @@ def banner(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def check(cfg: Config) -> None:
+    """Everything each program will check at its start, checked now: a bad value is one clear
+    error here, not a program that supervisord restarts 100 times."""
+    venues = cfg.enabled_venues()
+    if not venues:
+        raise ConfigError(f"{cfg.path}: no venue is enabled (a [venues.<name>] table)")
+    for venue in venues:
+        try:
+            load_plugin(venue)  # its own keys too
+        except ConfigError as exc:
+            raise ConfigError(f"{cfg.path} {exc}") from None
+    book_settings_from(cfg)
+    gateway_settings_from(cfg)
+    if cfg.simulator.get("enabled", False):
+        load_simulator_config(cfg.path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m services.supervise")
     ap.add_argument("action", choices=["demo", "run", "write"])
@@ -97,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     default = DEPLOY / ("flowbook.toml" if args.action == "run" else "demo.toml")
     try:
         cfg = load(args.config or os.environ.get("FLOWBOOK_CONFIG") or default)
-        for venue in cfg.enabled_venues():
-            load_plugin(venue)  # its own keys are checked now, not after 100 restarts
-    except (ConfigError, ModuleNotFoundError) as exc:
+        check(cfg)
+    except ConfigError as exc:
         print(f"flowbook: {exc}", file=sys.stderr)
         return 2
     path = write(cfg, Path(args.run_dir))

@@ -1,19 +1,17 @@
 """The gateway's limits and options, read from ``[gateway]`` (``GatewayConfig.options``).
 
-Every key has a default; a wrong type or range is a ``ConfigError`` naming the key. Unknown keys
-are logged (a typo should not pass silently) but do not stop the process.
+Every key has a default; a wrong type or range, or an unknown key (a typo), is a ``ConfigError``
+naming the key.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from common.config import Config, ConfigError
-
-log = logging.getLogger("flowbook.gateway")
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent / "web" / "dist"
@@ -81,8 +79,11 @@ def from_config(cfg: Config) -> Settings:
     where = f"{cfg.path} [gateway]"
     raw: dict[str, Any] = dict(cfg.gateway.options)
     known = {f.name for f in fields(Settings)} - {"max_depth", "stale_after_s", "quote_groups"}
-    for key in sorted(set(raw) - known):
-        log.warning("%s: unknown key %r ignored", where, key)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     values: dict[str, Any] = {"host": cfg.gateway.host, "port": cfg.gateway.port}
     for key in _POSITIVE_INT:
         if key in raw:
@@ -93,7 +94,11 @@ def from_config(cfg: Config) -> Settings:
     for key in _POSITIVE_FLOAT:
         if key in raw:
             value = raw[key]
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value < math.inf
+            ):
                 raise ConfigError(f"{where}: {key!r} must be a positive number, got {value!r}")
             values[key] = float(value)
     for key in _BOOL:

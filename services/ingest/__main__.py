@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 
+import zmq
+
 from common import aio
 from common.bus import Publisher
 from common.config import ConfigError, load
@@ -38,13 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args.config)
         venue = cfg.venue(args.venue)
         plugin = load_plugin(venue)
-    except (ConfigError, ModuleNotFoundError) as exc:
+    except ConfigError as exc:
         print(f"flowbook ingest: {exc}", file=sys.stderr)
         return 2
     if not venue.enabled:
         print(f"flowbook ingest: venue {venue.name} is disabled in {cfg.path}", file=sys.stderr)
         return 2
-    publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
+    try:
+        publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)
+    except zmq.ZMQError as exc:
+        print(f"flowbook ingest: cannot open the bus endpoints: {exc}", file=sys.stderr)
+        return 2
     # twice the published depth stays known while a refresh is on its way
     runner = IngestRunner(venue, plugin, publisher, cover_levels=2 * cfg.book.depth)
     apply_realtime(cfg.realtime_priority_for("ingest"), f"ingest-{venue.name}")

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -21,7 +22,7 @@ from websockets.exceptions import WebSocketException
 
 from common.bus import Publisher
 from common.codec import levels_out, topic
-from common.config import VenueConfig
+from common.config import ConfigError, VenueConfig
 from common.metrics import LatencyHistogram, ProcessStats, RateMeter
 from common.model import (
     BookUpdate,
@@ -64,8 +65,20 @@ class _Conn:
     ops: list[float] = field(default_factory=list)  # when each subscribe request went out
 
 
+VENUES_DIR = Path(__file__).resolve().parent / "venues"
+
+
 def load_plugin(cfg: VenueConfig) -> VenuePlugin:
-    module = importlib.import_module(f"services.ingest.venues.{cfg.plugin.replace('-', '_')}")
+    """The venue's plugin, its own options checked; a ConfigError naming the plugins there are
+    for a name that is not one."""
+    name = cfg.plugin.replace("-", "_")
+    available = sorted(p.stem for p in VENUES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    if name not in available:
+        raise ConfigError(
+            f"[venues.{cfg.name}]: no venue plugin {cfg.plugin!r} (plugins: {', '.join(available)};"
+            f' a venue named otherwise sets plugin = "<one of them>")'
+        )
+    module = importlib.import_module(f"services.ingest.venues.{name}")
     return module.PLUGIN(cfg)
 
 

@@ -77,6 +77,15 @@ VENUE = (
         (BOOK + "stale_after_s = -1\n" + VENUE, "stale_after_s must be > 0"),
         (BOOK + VENUE + 'symbols_off = ["ETH"]\n', "symbols_off names 'ETH'"),
         ("gateway = 3\n" + BOOK + VENUE, r"\[gateway\] must be a table"),
+        (BOOK + "stale_after_s = nan\n" + VENUE, "must be a finite number"),
+        (BOOK.replace(':2"', '"') + VENUE, "'control' must name a host to connect to and a port"),
+        (BOOK.replace("127.0.0.1:1", "*:1") + VENUE, "'pub' must name a host to connect to"),
+        (BOOK.replace(":2", ":1") + VENUE, r"book\.control \(tcp://127.0.0.1:1\) .* book\.pub"),
+        (BOOK + VENUE.replace("127.0.0.1:4", "localhost:3"), "already used by venues.kraken.pub"),
+        ("[gateway]\nport = 3\n" + BOOK + VENUE, r"venues\.kraken\.pub .* gateway\.port"),
+        (BOOK + VENUE.replace('"ws://x"', '"htp:/oops"'), "'ws_url' must be a ws:// or wss://"),
+        (BOOK + VENUE + 'symbols_off = ["BTC-EUR"]\n', "this venue's quote is USD"),
+        (BOOK + VENUE + 'symbols_off = ["BTC", "DOGE"]\n', "symbols_off leaves no base"),
     ],
 )
 def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, text, error):
@@ -84,6 +93,22 @@ def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, text, error):
     path.write_text(text)
     with pytest.raises(ConfigError, match=error):
         load(path, environ={})
+
+
+def test_a_file_that_is_not_utf8_text_or_not_a_file_is_a_config_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes((BOOK + "# caf\xe9\n" + VENUE).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"c\.toml: not UTF-8 text"):
+        load(path, environ={})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(tmp_path, environ={})
+
+
+def test_an_error_from_an_environment_override_names_the_variable(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(BOOK + VENUE)
+    with pytest.raises(ConfigError, match="with the environment's FLOWBOOK_BOOK__DEPTH"):
+        load(path, environ={"FLOWBOOK_BOOK__DEPTH": "deep"})
 
 
 def test_symbols_off_takes_bases_or_symbols_in_any_case(tmp_path):

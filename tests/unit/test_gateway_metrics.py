@@ -130,6 +130,7 @@ def test_collector_with_nothing_known_yet():
 
 
 def write(tmp_path: Path, gateway: str) -> Path:
+    port = "" if gateway.startswith("port =") else "port = 9000"
     path = tmp_path / "c.toml"
     path.write_text(
         f"""
@@ -138,7 +139,7 @@ pub = "tcp://127.0.0.1:1"
 control = "tcp://127.0.0.1:2"
 depth = 30
 [gateway]
-port = 9000
+{port}
 {gateway}
 """
     )
@@ -175,8 +176,10 @@ def test_settings_defaults_and_overrides(tmp_path):
         "compression = 1",
         "max_message_bytes = 100000",
         "port = 70000",
+        "max_clent = 5",  # a typo is an error, not a default silently kept
+        "ping_interval_s = inf",
     ],
 )
 def test_settings_errors(tmp_path, bad):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"\[gateway\]: .*" + bad.split()[0]):
         from_config(load(write(tmp_path, bad), environ={}))

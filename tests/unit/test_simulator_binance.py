@@ -185,3 +185,29 @@ bases = ["BTC"]
     assert cfg.venues[0].bases == ("BTC", "ETH") and cfg.faults[0]["at_s"] == 30
     with pytest.raises(ConfigError):
         load_config(path, venues=["kraken"])
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[simulator]\nrat = 10\n", r"sim.toml \[simulator\]: unknown key\(s\) rat"),
+        ("[simulator]\ncontrol_port = 'x'\n", r"\[simulator\]: 'control_port' must be int"),
+        ("[simulator]\ncontrol_port = -5\n", "'control_port' must be a port 0-65535"),
+        ("[simulator]\ntrade_ratio = true\n", "'trade_ratio' must be float"),
+        ("[simulator]\nseed = 7.9\n", "'seed' must be int"),
+        ("[simulator]\nenabled = 'no'\n", "'enabled' must be bool"),
+        ("simulator = 5\n", r"\[simulator\] must be a table"),
+        ("[venues]\nbinance = 5\n", r"\[venues.binance\]: must be a table"),
+        (
+            "[venues.binance]\nsim_port = 9101\nquote = 'USDT'\nbases = ['BTC']\n"
+            "[venues.okx]\nsim_port = 9101\nquote = 'USDT'\nbases = ['BTC']\n",
+            r"\[venues.okx\]: sim_port 9101 is already used by venues.binance",
+        ),
+        ("[venues.binance]\nsim_port = 99999\nquote = 'USDT'\nbases = ['BTC']\n", "0-65535"),
+    ],
+)
+def test_simulator_config_mistakes_name_the_file_and_key(tmp_path, text, error):
+    path = tmp_path / "sim.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_config(path)
