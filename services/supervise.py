@@ -68,7 +68,19 @@ def write(cfg: Config, run_dir: Path) -> Path:
     return path
 
 
-def banner(cfg: Config) -> str:
+def supervisord_conf(run_dir: Path) -> Path:
+    """deploy/supervisord.conf for the default run directory, else a copy in ``run_dir`` that
+    points there (its socket, logs and programs.conf)."""
+    default = DEPLOY / "supervisord.conf"
+    if run_dir.resolve() == (ROOT / "run").resolve():
+        return default
+    text = default.read_text().replace("%(here)s/../run", str(run_dir.resolve()))
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(text)
+    return conf
+
+
+def banner(cfg: Config, conf: Path, run_dir: Path) -> str:
     gw = f"http://{cfg.gateway.host}:{cfg.gateway.port}"
     lines = [
         "flowbook is starting under supervisord (Ctrl-C stops everything)",
@@ -83,8 +95,8 @@ def banner(cfg: Config) -> str:
         lines.append(
             f"  simulator control http://127.0.0.1:{cfg.simulator.get('control_port', 9100)}/sim/stats"
         )
-    lines.append("  status: .venv/bin/supervisorctl -c deploy/supervisord.conf status")
-    lines.append("  logs:   run/log/<program>.log")
+    lines.append(f"  status: .venv/bin/supervisorctl -c {_shown(conf)} status")
+    lines.append(f"  logs:   {_shown(run_dir)}/log/<program>.log")
     return "\n".join(lines)
 
 
@@ -103,6 +115,14 @@ def check(cfg: Config) -> None:
     gateway_settings_from(cfg)
     if cfg.simulator.get("enabled", False):
         load_simulator_config(cfg.path)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout when inside it, as the README's commands are."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "write":
         print(path)
         return 0
-    print(banner(cfg), flush=True)
+    run_dir = Path(args.run_dir)
+    conf = supervisord_conf(run_dir)
+    print(banner(cfg, conf, run_dir), flush=True)
     supervisord = str(Path(sys.executable).with_name("supervisord"))
-    os.execv(supervisord, [supervisord, "-n", "-c", str(DEPLOY / "supervisord.conf")])
+    os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
     return 0
 
 

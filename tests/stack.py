@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from common.config import Config, load
-from services.supervise import DEPLOY, write
+from services.supervise import supervisord_conf, write
 from tests.procs import Proc, wait_until
 
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
@@ -25,9 +25,7 @@ class SupervisedStack:
         self.cfg: Config = load(config_path)
         self.run_dir = run_dir
         write(self.cfg, run_dir)
-        text = (DEPLOY / "supervisord.conf").read_text().replace("%(here)s/../run", str(run_dir))
-        self.conf = run_dir / "supervisord.conf"
-        self.conf.write_text(text)
+        self.conf = supervisord_conf(run_dir)
         self.proc = Proc("supervisord", ["-n", "-c", str(self.conf)], run_dir, exe=SUPERVISORD)
 
     def ctl(self, *args: str) -> str:

@@ -55,3 +55,16 @@ def test_a_bad_simulator_table_is_found_before_starting(tmp_path, capsys):
     path.write_text(path.read_text().replace("seed = 11", "seed = 7.9"))
     assert write(tmp_path, path) == 2
     assert "[simulator]: 'seed' must be int" in capsys.readouterr().err
+
+
+def test_another_run_dir_gets_a_supervisord_conf_that_points_there(tmp_path):
+    """supervisord.conf includes run/programs.conf: with --run-dir X, supervisord must read
+    X/programs.conf (and put its socket and logs in X), not a stale or missing run/ one."""
+    assert supervise.supervisord_conf(supervise.ROOT / "run") == supervise.DEPLOY / (
+        "supervisord.conf"
+    )
+    conf = supervise.supervisord_conf(tmp_path)
+    text = conf.read_text()
+    assert conf.parent == tmp_path and "%(here)s/../run" not in text
+    assert f"files = {tmp_path.resolve()}/programs.conf" in text
+    assert f"file={tmp_path.resolve()}/supervisor.sock" in text
