@@ -173,6 +173,16 @@ def test_duplicate_and_older_frames_are_skipped_not_gaps():
     assert parser.last_seq == 15
 
 
+def test_numbering_that_starts_over_is_a_connection_gap_not_a_stream_of_repeats():
+    """Repeats are skipped; but a connection whose sequence_num starts over would have every
+    later frame skipped as one, the books frozen and still 'live'."""
+    _, parser, _ = machine()
+    parser.parse(renumber(ws_l2_data_snapshot, 5000), 0)
+    assert parser.parse(renumber(ws_l2_data_update, 4990), 0) == []  # a late repeat
+    (gap,) = parser.parse(renumber(ws_l2_data_update, 1), 0)
+    assert isinstance(gap, ConnectionGap) and "5000 -> 1" in gap.reason
+
+
 def test_out_of_order_frames_are_a_connection_gap():
     _, parser, _ = machine()
     parser.parse(ws_l2_data_snapshot, 0)  # 13

@@ -5,7 +5,7 @@ sequence. ``sequence_num`` counts every message of one CONNECTION, across all ch
 products, from the first frame on. The stateful parser of each connection (``new_parser``)
 checks it: a jump emits ``ConnectionGap`` and the runner reconnects, so every book on that
 connection is dropped and rebuilt from the fresh full-book snapshots. A repeated or older number
-is a duplicate and is skipped. A frame that cannot be read does not consume its number, so it
+is a duplicate and is skipped (one more than 1000 behind is no repeat: a gap). A frame that cannot be read does not consume its number, so it
 counts as lost: the next frame shows the jump (a truncated copy followed by the intact frame
 with the same number is harmless). Except a trade, heartbeat or ack frame whose number could be
 read: it held no book data, so it is skipped and counted without resyncing the books. A book that crosses itself is resynced by reconnecting too
@@ -54,6 +54,7 @@ from common.model import (
 from services.ingest.venue import FrameParser, ParseError, VenueError, VenuePlugin
 
 CHANNELS = ("level2", "market_trades", "heartbeats")
+MAX_REPEAT_BACK = 1000  # a frame this far behind the last one is no repeat: frames all after it
 BOOKLESS_CHANNELS = frozenset(("market_trades", "heartbeats", "subscriptions"))
 TAKER_SIDE = {"BUY": "sell", "SELL": "buy"}  # the venue's side is the maker's
 _SECONDS: dict[str, int] = {}  # "2026-08-09T21:05:48" -> unix seconds (memo of a pure function)
@@ -240,6 +241,9 @@ class ConnectionParser(FrameParser):
             raise ParseError("no integer sequence_num")
         last = self.last_seq
         if last is not None and seq <= last:
+            if last - seq > MAX_REPEAT_BACK:  # the numbering started over: not a repeat
+                self.last_seq = seq
+                return [ConnectionGap(f"sequence_num went back {last} -> {seq}")]
             self.duplicates += 1
             return []
         if last is not None and seq != last + 1:
