@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -15,6 +16,10 @@ log = logging.getLogger("flowbook.ingest.rest")
 
 class RestError(RuntimeError):
     """A REST call that failed after its retries, with the venue's answer."""
+
+
+class NotWanted(RuntimeError):
+    """The caller no longer wants the answer of a call that was waiting its turn."""
 
 
 class TokenBucket:
@@ -51,21 +56,38 @@ class RestClient:
     def __init__(self, venue: str, weight_per_minute: int, timeout_s: float = 10.0) -> None:
         self.venue = venue
         self.bucket = TokenBucket(weight_per_minute)
+        self.timeout_s = timeout_s
         self.client = httpx.AsyncClient(timeout=timeout_s, headers={"User-Agent": "flowbook"})
         self.calls = 0
         self.rate_limited = 0
         self.errors = 0
 
-    async def get(self, req: HttpRequest, attempts: int = 5) -> bytes:
-        """GET with the bucket, honouring 429/418 Retry-After; retries 5xx and network errors
-        with exponential backoff; raises RestError when out of attempts."""
+    async def get(
+        self,
+        req: HttpRequest,
+        attempts: int = 5,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> bytes:
+        """GET with the bucket, honouring 429/418 Retry-After (doubling the wait when there is
+        none); retries 5xx and network errors with exponential backoff; raises RestError when
+        out of attempts, and ``NotWanted`` when ``still_wanted()`` turns false before an attempt
+        (a book reset while this one waited for the bucket). Each attempt has a deadline of
+        ``timeout_s`` as a whole: httpx's own timeout is per read, and a trickling answer would
+        hold it for ever."""
         delay = 0.5
         last = ""
         for _ in range(attempts):
             await self.bucket.acquire(req.weight)
+            if still_wanted is not None and not still_wanted():
+                raise NotWanted(f"{self.venue} GET {req.url}: no longer wanted")
             self.calls += 1
             try:
-                resp = await self.client.get(req.url, params=req.params or None)
+                async with asyncio.timeout(self.timeout_s):
+                    resp = await self.client.get(req.url, params=req.params or None)
+            except TimeoutError:
+                self.errors += 1
+                last = f"no complete answer within {self.timeout_s:g}s"
+                log.warning("%s GET %s: %s", self.venue, req.url, last)
             except httpx.HTTPError as exc:
                 self.errors += 1
                 last = f"{type(exc).__name__}: {exc}"
@@ -77,6 +99,7 @@ class RestClient:
                 if resp.status_code in (418, 429):
                     self.rate_limited += 1
                     wait = _retry_after(resp, default=delay)
+                    delay = min(delay * 2, 30.0)
                     log.warning("%s rate-limited on %s, waiting %.1fs", self.venue, req.url, wait)
                     self.bucket.block(wait)
                     continue

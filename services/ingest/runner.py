@@ -36,7 +36,7 @@ from common.model import (
 )
 from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
-from services.ingest.rest import RestClient, RestError
+from services.ingest.rest import NotWanted, RestClient, RestError
 from services.ingest.sync import (
     COVER_LEVELS,
     InstrumentSync,
@@ -109,6 +109,7 @@ class IngestRunner:
         self.reconnects = 0
         self.budget_reconnects = 0  # resyncs done by reconnecting: the subscribe budget was near
         self.metadata_reloads = 0
+        self._snapshot_backoff: dict[str, Backoff] = {}  # native -> waits between failed fetches
         self._metadata_reload: asyncio.Task | None = None
         self._metadata_reload_later: asyncio.TimerHandle | None = None
         self._metadata_reloaded_at = -METADATA_RELOAD_EVERY_S
@@ -161,10 +162,16 @@ class IngestRunner:
                     raise ValueError(
                         f"none of {list(self.cfg.bases)} trades against {self.cfg.quote} here"
                     )
-            except (RestError, ValueError, KeyError, TypeError) as exc:
-                self.metadata_error = f"instrument metadata: {exc}"
+            except Exception as exc:  # any shape of answer: a restart loop would not help
+                self.metadata_error = f"instrument metadata: {type(exc).__name__}: {exc}"
                 delay = backoff.next_delay()
-                log.warning("%s: %s; retrying in %.1fs", self.venue, self.metadata_error, delay)
+                log.warning(
+                    "%s: %s; retrying in %.1fs",
+                    self.venue,
+                    self.metadata_error,
+                    delay,
+                    exc_info=not isinstance(exc, RestError | ValueError),
+                )
                 await asyncio.sleep(delay)
                 continue
             missing = set(self.cfg.bases) - {i.base for i in instruments}
@@ -594,17 +601,21 @@ class IngestRunner:
 
     async def _fetch_snapshot(self, sync: InstrumentSync) -> None:
         generation = sync.generation
+        native = sync.inst.native
         req = self.plugin.snapshot_request(sync.inst)
+
+        def still_wanted() -> bool:
+            return sync.generation == generation and native in self._conns
+
         try:
-            body = await self.rest.get(req)
+            body = await self.rest.get(req, still_wanted=still_wanted)
             if self.recorder:
                 self.recorder.rest("snapshot", req.url, req.params, body)
+        except NotWanted:
+            return  # the book was reset while this waited its turn: its new fetch is asked for
         except RestError as exc:
             log.error("%s %s: snapshot failed: %s", self.venue, sync.inst.symbol, exc)
-            await asyncio.sleep(1.0)
-            if sync.generation == generation and self._conns.get(sync.inst.native):
-                sync.snapshot_requested = False
-                self._request_snapshot(sync)
+            await self._retry_snapshot_later(sync, generation)
             return
         if sync.generation != generation:
             return
@@ -616,13 +627,22 @@ class IngestRunner:
             log.warning(
                 "%s %s: malformed snapshot (%s): %.200r", self.venue, sync.inst.symbol, exc, body
             )
-            await asyncio.sleep(1.0)
-            if sync.generation == generation and self._conns.get(sync.inst.native):
-                sync.snapshot_requested = False
-                self._request_snapshot(sync)
+            await self._retry_snapshot_later(sync, generation)
             return
+        self._snapshot_backoff.pop(native, None)
         snap.ts_recv = ts_recv
         self._on_book(snap)
+
+    async def _retry_snapshot_later(self, sync: InstrumentSync, generation: int) -> None:
+        """A snapshot refused or unreadable: ask again after a wait that doubles (1 s to 60 s,
+        jittered) while it keeps failing, so a venue that says no is not asked every second."""
+        backoff = self._snapshot_backoff.setdefault(
+            sync.inst.native, Backoff(base_s=1.0, cap_s=60.0)
+        )
+        await asyncio.sleep(max(backoff.next_delay(), 0.5))
+        if sync.generation == generation and self._conns.get(sync.inst.native):
+            sync.snapshot_requested = False
+            self._request_snapshot(sync)
 
     def _on_trades(self, batch: TradeBatch, ts_recv: int) -> None:
         by_native: dict[str, list[dict[str, Any]]] = {}
