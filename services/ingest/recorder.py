@@ -61,7 +61,8 @@ class Record:
 
 class Recorder:
     """Writes one venue's recording. Never raises into the ingest: an I/O error is logged once
-    and recording stops (``failed`` says why)."""
+    and recording stops until the next file is due (the next hour: a disk that filled may have
+    room again); ``failed`` says why, ``stats()`` tells the heartbeat."""
 
     def __init__(self, directory: str | Path, venue: str, rotate_s: int = 3600) -> None:
         self.dir = Path(directory)
@@ -71,6 +72,8 @@ class Recorder:
         self.path: Path | None = None
         self.records = 0
         self.failed: str | None = None
+        self.failures = 0
+        self._failed_slot: int | None = None
         self._slot: int | None = None
         self._raw: BinaryIO | None = None
         self._out: zstandard.ZstdCompressionWriter | None = None
@@ -106,11 +109,14 @@ class Recorder:
         self._line(time.time_ns() if ts_ns is None else ts_ns, "rest", role, payload)
 
     def _line(self, ts_ns: int, tag: str, label: str, payload: bytes) -> None:
+        slot = ts_ns // 1_000_000_000 // self.rotate_s
         if self.failed:
-            return
+            if self._failed_slot is not None and slot <= self._failed_slot:
+                return
+            log.warning("%s: recording again after: %s", self.venue, self.failed)
+            self.failed = None
         label = "".join(label.split()) or "-"
         try:
-            slot = ts_ns // 1_000_000_000 // self.rotate_s
             if self._slot is None or slot > self._slot:  # never back: clocks may step
                 self._open(slot, ts_ns)
             assert self._out is not None
@@ -149,7 +155,7 @@ class Recorder:
 
     async def flush_loop(self, interval_s: float = FLUSH_EVERY_S) -> None:
         """Run beside the ingest: flush every ``interval_s`` (a crash loses at most that)."""
-        while not self.failed:
+        while True:
             await asyncio.sleep(interval_s)
             self.flush()
 
@@ -163,8 +169,18 @@ class Recorder:
             except OSError as exc:
                 log.error("%s: closing recording %s: %s", self.venue, self.path, exc)
 
+    def stats(self) -> dict[str, object]:
+        return {
+            "path": str(self.path) if self.path else None,
+            "records": self.records,
+            "failed": self.failed,
+            "failures": self.failures,
+        }
+
     def _fail(self, exc: Exception) -> None:
         self.failed = f"{type(exc).__name__}: {exc}"
+        self.failures += 1
+        self._failed_slot = self._slot
         log.error("%s: recording to %s stopped: %s", self.venue, self.path, self.failed)
         raw = self._raw
         self._out = self._raw = None

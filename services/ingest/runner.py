@@ -736,6 +736,7 @@ class IngestRunner:
             "reconnects": self.reconnects,
             "budget_reconnects": self.budget_reconnects,
             "metadata_reloads": self.metadata_reloads,
+            "recording": self.recorder.stats() if self.recorder else None,
             "gaps": sum(s.counters.gaps for s in self.syncs.values()),
             "resyncs": sum(s.counters.resyncs for s in self.syncs.values()),
             "checksum_failures": sum(s.counters.checksum_failures for s in self.syncs.values()),

@@ -154,8 +154,14 @@ def test_a_write_error_stops_recording_without_raising(
     rec.write("c", T0 + 1, "lost")
     assert rec.failed and "No space left" in rec.failed
     rec.write("c", T0 + 2, "ignored")
-    rec.rest("snapshot", "http://x/depth", None, b"{}")
+    rec.rest("snapshot", "http://x/depth", None, b"{}", ts_ns=T0 + 3)
     rec.flush()
+    assert rec.stats()["failed"] and rec.stats()["failures"] == 1
+    first = rec.path
+    # the next hour's file is tried again (the disk may have room by then)
+    rec.write("c", T0 + HOUR_NS, "next hour")
     rec.close()
-    assert [r.data for r in records(next(tmp_path.iterdir()))] == ["kept"]
-    assert "recording to" in caplog.text
+    assert [r.data for r in records(first)] == ["kept"]
+    assert rec.path != first and [r.data for r in records(rec.path)] == ["next hour"]
+    assert rec.stats() == {"path": str(rec.path), "records": 2, "failed": None, "failures": 1}
+    assert "recording to" in caplog.text and "recording again" in caplog.text
