@@ -383,6 +383,7 @@ class Subscriber:
         self.stale_after_s = stale_after_s
         self.stats = SubscriberStats()
         self.topics: dict[str, TopicState] = {}
+        self._forgotten: set[str] = set()  # topics the publisher no longer publishes
         self._queue: asyncio.Queue | None = None
         self._awaiting: set[str] = set()  # prefixes added by add_prefix with nothing received
         self.links: list[_Link] = []
@@ -520,6 +521,10 @@ class Subscriber:
 
     def _track(self, link: _Link, topic: str, msg: dict[str, Any]) -> None:
         epoch, seq = msg.get("epoch"), msg.get("seq")
+        if self._forgotten and topic in self._forgotten:
+            if msg.get("type") != "snapshot":
+                return  # one in flight when it was forgotten: not a reason to ask for it
+            self._forgotten.discard(topic)  # published again: followed again
         state = self.topics.get(topic)
         if state is not None and state.link is not link and state.link is not None:
             if state.link.alive:
@@ -642,7 +647,9 @@ class Subscriber:
             self._request(link, [topic])
 
     def forget(self, topic: str) -> None:
-        """The publisher no longer publishes ``topic``: stop tracking it and asking for it."""
+        """The publisher no longer publishes ``topic``: stop tracking it and asking for it
+        (until it publishes a snapshot of it again)."""
+        self._forgotten.add(topic)
         self.topics.pop(topic, None)
         for link in self.links:
             link.pending.pop(topic, None)

@@ -315,7 +315,7 @@ def _validate(path: Path, data: dict[str, Any]) -> Config:
         if v.enabled:
             taken += [(f"venues.{v.name}.pub", v.pub), (f"venues.{v.name}.control", v.control)]
     sim = data.get("simulator", {})
-    if sim.get("enabled", True) is not False:
+    if sim.get("enabled", False) is True:  # as supervise reads it: no table, no simulator
         sim_host = sim.get("host", "127.0.0.1")
         control_port = sim.get("control_port", 9100)
         if type(control_port) is int and control_port > 0 and isinstance(sim_host, str):

@@ -43,6 +43,8 @@ SYMBOL_RE = re.compile(r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*")
 BUS_FIELDS = ("v", "epoch", "seq", "ts_pub")
 MAX_LOGGED_BAD = 100
 LATENCY_SUMMARY_EVERY_S = 5.0
+BAD_RESYNC_FIRST_S = 1.0
+BAD_RESYNC_MAX_S = 60.0
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -96,6 +98,8 @@ class Engine:
         self.published: dict[str, int] = {}
         self._last_key: dict[str, Any] = {}
         self._status_dirty: set[str] = set()
+        # "venue.SYMBOL" -> [due, wait, topic, reason]: books whose snapshots were refused
+        self._bad_resyncs: dict[str, list[Any]] = {}
         self._latency_cache: tuple[float, dict[str, Any], dict[str, Any]] | None = None
 
     # -- lookups ----------------------------------------------------------------------------
@@ -301,8 +305,29 @@ class Engine:
                 return
             if m.sync == LIVE:
                 self._lost_sync(m, topic, f"bad message: {exc}")
-            elif self.resync is not None:  # a bad snapshot: none usable until another comes
-                self.resync(venue, topic, f"bad message: {exc}")
+            else:  # a bad snapshot: none usable until another comes
+                self._schedule_bad_resync(m, topic, f"bad message: {exc}")
+
+    def _schedule_bad_resync(self, m: Mirror, topic: str, reason: str) -> None:
+        """Ask for another snapshot of a book whose snapshot was refused, after 1 s, then twice
+        as long each time it is refused again (up to a minute; ``tick`` asks). Asked at once,
+        the ingest would answer at once with the same snapshot, for ever."""
+        ident = f"{m.venue}.{m.symbol}"
+        if ident not in self._bad_resyncs:
+            now = self.clock()
+            self._bad_resyncs[ident] = [now + BAD_RESYNC_FIRST_S, BAD_RESYNC_FIRST_S, topic, reason]
+
+    def _due_bad_resyncs(self, now: float) -> None:
+        for ident, entry in list(self._bad_resyncs.items()):
+            due, wait, topic, reason = entry
+            m = self.mirrors.get(ident)
+            if m is None or m.sync == LIVE:  # a snapshot was taken (or the book dropped)
+                del self._bad_resyncs[ident]
+            elif now >= due:
+                entry[1] = wait = min(wait * 2, BAD_RESYNC_MAX_S)
+                entry[0] = now + wait
+                if self.resync is not None:
+                    self.resync(m.venue, topic, reason)
 
     def _lost_sync(self, m: Mirror, topic: str, reason: str) -> None:
         """Our copy of ``m`` is unusable: out until ingest republishes its snapshot."""
@@ -333,6 +358,7 @@ class Engine:
         now = self.clock()
         for vs in self.venues.values():
             self._refresh_venue(vs, now)
+        self._due_bad_resyncs(now)
         self.flush_status()
 
     # -- output -----------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class Recorder:
         header = {"format": FORMAT, "version": VERSION, "venue": self.venue, "started_ns": ts_ns}
         self._out.write(b"%d hdr %s %s\n" % (ts_ns, self.venue.encode(), orjson.dumps(header)))
         self._dirty = True
+        self.failed = None  # the previous file's close may have failed: this one is fine
         log.info("%s: recording frames to %s", self.venue, path)
 
     def flush(self) -> None:

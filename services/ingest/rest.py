@@ -18,6 +18,10 @@ class RestError(RuntimeError):
     """A REST call that failed after its retries, with the venue's answer."""
 
 
+METADATA_DEADLINE_S = 120.0
+SNAPSHOT_DEADLINE_S = 30.0  # a book waits for its snapshot no longer than a sync timeout
+
+
 class NotWanted(RuntimeError):
     """The caller no longer wants the answer of a call that was waiting its turn."""
 
@@ -67,13 +71,14 @@ class RestClient:
         req: HttpRequest,
         attempts: int = 5,
         still_wanted: Callable[[], bool] | None = None,
+        deadline_s: float = METADATA_DEADLINE_S,
     ) -> bytes:
         """GET with the bucket, honouring 429/418 Retry-After (doubling the wait when there is
         none); retries 5xx and network errors with exponential backoff; raises RestError when
         out of attempts, and ``NotWanted`` when ``still_wanted()`` turns false before an attempt
-        (a book reset while this one waited for the bucket). Each attempt has a deadline of
-        ``timeout_s`` as a whole: httpx's own timeout is per read, and a trickling answer would
-        hold it for ever."""
+        (a book reset while this one waited for the bucket). Each attempt has ``deadline_s`` as
+        a whole (default 120 s: Binance's exchangeInfo is megabytes): httpx's own timeout
+        (``timeout_s``) is per read, and a trickling answer would hold it for ever."""
         delay = 0.5
         last = ""
         for _ in range(attempts):
@@ -82,11 +87,11 @@ class RestClient:
                 raise NotWanted(f"{self.venue} GET {req.url}: no longer wanted")
             self.calls += 1
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(deadline_s):
                     resp = await self.client.get(req.url, params=req.params or None)
             except TimeoutError:
                 self.errors += 1
-                last = f"no complete answer within {self.timeout_s:g}s"
+                last = f"no complete answer within {deadline_s:g}s"
                 log.warning("%s GET %s: %s", self.venue, req.url, last)
             except httpx.HTTPError as exc:
                 self.errors += 1

@@ -36,7 +36,7 @@ from common.model import (
 )
 from services.ingest.backoff import Backoff
 from services.ingest.recorder import Recorder
-from services.ingest.rest import NotWanted, RestClient, RestError
+from services.ingest.rest import SNAPSHOT_DEADLINE_S, NotWanted, RestClient, RestError
 from services.ingest.sync import (
     COVER_LEVELS,
     InstrumentSync,
@@ -608,7 +608,9 @@ class IngestRunner:
             return sync.generation == generation and native in self._conns
 
         try:
-            body = await self.rest.get(req, still_wanted=still_wanted)
+            body = await self.rest.get(
+                req, still_wanted=still_wanted, deadline_s=SNAPSHOT_DEADLINE_S
+            )
             if self.recorder:
                 self.recorder.rest("snapshot", req.url, req.params, body)
         except NotWanted:

@@ -49,10 +49,10 @@ def test_an_answer_that_trickles_in_fails_at_the_deadline_instead_of_holding_for
 
     async def main() -> str:
         server, url, _ = await serve(trickle)
-        client = RestClient("test", 1200, timeout_s=1.0)
+        client = RestClient("test", 1200)
         try:
             with pytest.raises(RestError) as info:
-                await asyncio.wait_for(client.get(HttpRequest(url), attempts=1), 10)
+                await asyncio.wait_for(client.get(HttpRequest(url), attempts=1, deadline_s=1.0), 10)
             return str(info.value)
         finally:
             await client.close()

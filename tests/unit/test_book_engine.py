@@ -300,12 +300,28 @@ def test_a_bad_snapshot_of_a_syncing_book_asks_for_another() -> None:
         "book.binance.BTC-USDT",
         {"type": "state", "venue": "binance", "symbol": "BTC-USDT", "state": "syncing"},
     )
+    asked = [("binance", "book.binance.BTC-USDT")]
+    bad = [[99.0, -0.0001]]
+    feed(engine, "binance", "BTC-USDT", "snapshot", bad, [[101.0, 1.0]], 1)
+    assert engine.bad == 1 and engine.mirror_of("binance", "BTC-USDT").state != "live"
+    # not at once (the ingest would answer the same at once, for ever): after 1 s, then 2 s
+    engine.tick()
     assert bus.resyncs == []
-    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, -0.0001]], [[101.0, 1.0]], 1)
-    assert engine.bad == 1 and bus.resyncs == [("binance", "book.binance.BTC-USDT")]
-    assert engine.mirror_of("binance", "BTC-USDT").state != "live"
-    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, 2.0]], [[101.0, 1.0]], 2)
+    bus.now += 1.0
+    engine.tick()
+    assert bus.resyncs == asked
+    feed(engine, "binance", "BTC-USDT", "snapshot", bad, [[101.0, 1.0]], 2)  # refused again
+    bus.now += 1.5
+    engine.tick()
+    assert bus.resyncs == asked
+    bus.now += 0.5
+    engine.tick()
+    assert bus.resyncs == asked * 2
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[99.0, 2.0]], [[101.0, 1.0]], 3)
     assert engine.mirror_of("binance", "BTC-USDT").state == "live"
+    bus.now += 10
+    engine.tick()
+    assert bus.resyncs == asked * 2  # live: no more
 
 
 def test_a_book_the_ingest_no_longer_lists_is_dropped_not_stale_for_ever() -> None:

@@ -104,6 +104,17 @@ def test_a_file_that_is_not_utf8_text_or_not_a_file_is_a_config_error(tmp_path):
         load(tmp_path, environ={})
 
 
+def test_ports_of_a_simulator_that_does_not_run_are_free(tmp_path):
+    """No [simulator] table (a live config), or enabled = false: its default control port
+    9100 and the venues' sim_ports are not taken."""
+    path = tmp_path / "c.toml"
+    path.write_text("[gateway]\nport = 9100\n" + BOOK + VENUE + "sim_port = 3\n")
+    assert load(path, environ={}).gateway.port == 9100  # sim_port 3 is venue pub's 3 too
+    path.write_text("[simulator]\nenabled = true\n[gateway]\nport = 9100\n" + BOOK + VENUE)
+    with pytest.raises(ConfigError, match=r"simulator\.control_port .* gateway\.port"):
+        load(path, environ={})
+
+
 def test_an_error_from_an_environment_override_names_the_variable(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(BOOK + VENUE)
