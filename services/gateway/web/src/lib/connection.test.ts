@@ -138,6 +138,32 @@ describe('Connection', () => {
     expect(conn.isWanted('not-wanted')).toBe(false)
   })
 
+  it('sends a refused unsubscribe again, so the gateway does not stream it for ever', () => {
+    conn.start()
+    const ws = FakeSocket.all[0]
+    ws.open()
+    const depth = (g: string) => sub(`depth:all:${g}`, { channel: 'depth', symbol: g })
+    const requests = () => ws.sent.filter((m) => (m as { op: string }).op !== 'ping')
+    conn.setSubscriptions([sub('status'), depth('BTC-USD')])
+    conn.setSubscriptions([sub('status'), depth('ETH-USD')]) // unsubscribe BTC-USD
+    conn.unsubscribeFailed('depth:all:BTC-USD') // the gateway said rate_limited
+    ws.sent = []
+    vi.advanceTimersByTime(3100)
+    expect(requests()).toEqual([{ op: 'unsubscribe', id: 'depth:all:BTC-USD' }])
+    conn.unsubscribed('depth:all:BTC-USD') // confirmed: nothing more
+    ws.sent = []
+    conn.unsubscribeFailed('depth:all:BTC-USD')
+    vi.advanceTimersByTime(3100)
+    expect(requests()).toEqual([])
+    // refused, then wanted again before the retry: not unsubscribed
+    conn.setSubscriptions([sub('status')]) // unsubscribe ETH-USD
+    conn.unsubscribeFailed('depth:all:ETH-USD')
+    conn.setSubscriptions([sub('status'), depth('ETH-USD')])
+    ws.sent = []
+    vi.advanceTimersByTime(3100)
+    expect(requests()).not.toContainEqual({ op: 'unsubscribe', id: 'depth:all:ETH-USD' })
+  })
+
   it('ignores events of a replaced socket', () => {
     conn.start()
     const old = FakeSocket.all[0]

@@ -32,6 +32,8 @@ export class Connection {
   private wanted = new Map<string, SubscribeSpec>()
   private active = new Set<string>() // ids sent on the current socket
   private failedAt = new Map<string, number>() // ids the gateway refused, and when
+  private leaving = new Set<string>() // unsubscribes sent on this socket, not yet confirmed
+  private unsubFailed = new Set<string>() // unsubscribes the gateway refused (rate limit)
   private retryFailed: ReturnType<typeof setTimeout> | null = null
   private attempt = 0
   private retryTimer: ReturnType<typeof setTimeout> | null = null
@@ -65,7 +67,7 @@ export class Connection {
     const next = new Map(specs.map((s) => [s.id, s]))
     for (const id of this.active) {
       if (!next.has(id)) {
-        this.send({ op: 'unsubscribe', id })
+        if (this.send({ op: 'unsubscribe', id })) this.leaving.add(id)
         this.active.delete(id)
       }
     }
@@ -88,13 +90,40 @@ export class Connection {
     if (!this.wanted.has(id)) return
     this.active.delete(id)
     this.failedAt.set(id, Date.now())
-    if (this.retryFailed === null) {
-      this.retryFailed = setTimeout(() => {
-        this.retryFailed = null
-        this.failedAt.clear()
-        this.setSubscriptions([...this.wanted.values()])
-      }, FAILED_RETRY_MS)
+    this.scheduleFailedRetry()
+  }
+
+  /** The gateway confirmed unsubscribe `id`. */
+  unsubscribed(id: string): void {
+    this.leaving.delete(id)
+    this.unsubFailed.delete(id)
+  }
+
+  /** The gateway refused unsubscribe `id` (a rate limit): it still streams it, so the
+   * unsubscribe is sent again later, unless `id` is wanted again meanwhile. `gone`: it had no
+   * such subscription (`not_subscribed`), nothing to do. */
+  unsubscribeFailed(id: string, gone = false): void {
+    if (gone) {
+      this.unsubscribed(id)
+      return
     }
+    if (!this.leaving.has(id)) return
+    this.unsubFailed.add(id)
+    this.scheduleFailedRetry()
+  }
+
+  private scheduleFailedRetry(): void {
+    if (this.retryFailed !== null) return
+    this.retryFailed = setTimeout(() => {
+      this.retryFailed = null
+      this.failedAt.clear()
+      for (const id of this.unsubFailed) {
+        this.unsubFailed.delete(id)
+        if (this.wanted.has(id)) this.leaving.delete(id)
+        else if (!this.send({ op: 'unsubscribe', id })) this.leaving.delete(id)
+      }
+      this.setSubscriptions([...this.wanted.values()])
+    }, FAILED_RETRY_MS)
   }
 
   isWanted(id: string | number | undefined): boolean {
@@ -124,6 +153,8 @@ export class Connection {
     }
     this.ws = ws
     this.active.clear()
+    this.leaving.clear() // a new socket starts with no subscription at all
+    this.unsubFailed.clear()
     ws.onopen = () => {
       if (ws !== this.ws) return
       this.attempt = 0

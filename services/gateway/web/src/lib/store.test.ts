@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { _raw as raw, group, handleMessage, kind, market, prefs, seriesOf, view } from './store'
+import { _raw as raw, desiredSubscriptions, group, handleMessage, kind, market, prefs, seriesOf, view } from './store'
 
 beforeAll(() => {
   vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => setTimeout(() => cb(0), 0))
@@ -29,6 +29,20 @@ const bbo = (venue: string, bid: number | null, ask: number | null) => ({
 })
 
 describe('store', () => {
+  it('shows a refused request, and asks a gateway with a shallower [book] depth for its default', () => {
+    handleMessage(status({ binance: live('BTC-USDT') }) as never, 500)
+    const depthSpec = () => desiredSubscriptions().find((s) => s.channel === 'depth')
+    expect(depthSpec()?.depth).toBe(50)
+    const request = { ...depthSpec() }
+    handleMessage(
+      { type: 'error', code: 'bad_request', message: "'depth' must be an integer 1..20", request } as never,
+      600,
+    )
+    expect(view.errors.value[0].code).toBe('bad_request') // what the error banner shows
+    expect(depthSpec()).toBeDefined()
+    expect(depthSpec()?.depth).toBeUndefined()
+  })
+
   it('forgets a venue a fresh status snapshot no longer lists', () => {
     handleMessage(status({ binance: live('BTC-USDT'), okx: live('BTC-USDT') }) as never, 1000)
     handleMessage(bbo('okx', 64000, 64001) as never, 1100)

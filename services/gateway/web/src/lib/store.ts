@@ -102,6 +102,7 @@ const raw = {
   decimals: 2,
   sizeDecimals: 0,
   errors: [] as Array<{ at: number; code: string; message: string }>,
+  depthRefused: false, // the gateway refused DEPTH_LEVELS levels: subscribe without a depth
   tradesDropped: 0,
   e2e: new LatencyWindow(2048), // ingest recv -> browser
   gwToClient: new LatencyWindow(2048), // gateway send -> browser
@@ -267,7 +268,11 @@ function frame(): void {
   if (d.has('tick')) {
     view.now.value = now
     const mid = view.ladder.value.mid
-    document.title = mid === null ? `${group()} · flowbook` : `${fmtMid(mid, raw.decimals)} ${group()} · flowbook`
+    // no price while disconnected: the title is all a background tab shows
+    document.title =
+      mid === null || conn.state !== 'open'
+        ? `${group()} · flowbook`
+        : `${fmtMid(mid, raw.decimals)} ${group()} · flowbook`
     view.tapeRate.value = raw.tradeRate.rate(now)
     raw.tape.windowMs = adaptiveWindow(view.tapeRate.value[0])
     view.tapeWindow.value = raw.tape.windowMs
@@ -570,7 +575,11 @@ export function handleMessage(msg: Envelope, recvMs: number): void {
   debug.messages++
   raw.msgs.add(recvMs, 1)
   const type = msg.type
-  if (type === 'pong' || type === 'subscribed' || type === 'unsubscribed') return
+  if (type === 'unsubscribed') {
+    if (msg.id !== undefined) connection?.unsubscribed(String(msg.id))
+    return
+  }
+  if (type === 'pong' || type === 'subscribed') return
   if (type === 'error') {
     const e = msg as ErrorMsg
     if (e.code === 'trades_dropped') {
@@ -579,7 +588,14 @@ export function handleMessage(msg: Envelope, recvMs: number): void {
       return
     }
     const failed = e.id ?? e.request?.id
-    if (failed !== undefined && e.request?.op === 'subscribe') connection?.failed(String(failed))
+    const req = e.request as { op?: string; channel?: string; depth?: number } | undefined
+    if (e.code === 'bad_request' && req?.channel === 'depth' && req.depth !== undefined) {
+      // a gateway whose [book] depth is below ours: its default number of levels will do
+      raw.depthRefused = true
+      refreshSubscriptions()
+    } else if (failed !== undefined && req?.op === 'subscribe') connection?.failed(String(failed))
+    if (failed !== undefined && e.request?.op === 'unsubscribe')
+      connection?.unsubscribeFailed(String(failed), e.code === 'not_subscribed')
     raw.errors = [{ at: Date.now(), code: e.code, message: e.message }, ...raw.errors].slice(0, 5)
     view.errors.value = raw.errors
     console.warn('gateway error', e.code, e.message)
@@ -639,7 +655,8 @@ export function desiredSubscriptions(): SubscribeSpec[] {
   const g = group()
   const members = view.members.value
   if (members.length === 0) return subs
-  subs.push({ op: 'subscribe', id: `depth:all:${g}`, channel: 'depth', venue: 'all', symbol: g, depth: DEPTH_LEVELS, interval_ms: 100 })
+  const depth = raw.depthRefused ? {} : { depth: DEPTH_LEVELS } // else the gateway's default
+  subs.push({ op: 'subscribe', id: `depth:all:${g}`, channel: 'depth', venue: 'all', symbol: g, ...depth, interval_ms: 100 })
   subs.push({ op: 'subscribe', id: `bbo:all:${g}`, channel: 'bbo', venue: 'all', symbol: g, interval_ms: 100 })
   for (const m of members) {
     subs.push({ op: 'subscribe', id: `bbo:${m.venue}:${m.symbol}`, channel: 'bbo', venue: m.venue, symbol: m.symbol, interval_ms: 0 })
@@ -711,7 +728,13 @@ export function start(url = gatewayUrl()): Connection {
       }
     },
   )
-  setInterval(() => markDirty('tick'), 1000)
+  setInterval(() => {
+    if (document.hidden) {
+      // a hidden tab gets no animation frames: update (title, windows) once a second anyway
+      dirty.add('tick')
+      frame()
+    } else markDirty('tick')
+  }, 1000)
   window.addEventListener('keydown', onKey)
   markDirty('prefs')
   return connection

@@ -118,6 +118,13 @@ describe('RateWindow', () => {
     expect(vol).toBeCloseTo(2.5, 10)
     expect(r.rate(100_000)).toEqual([0, 0])
   })
+
+  it('holds about its window when nobody reads the rate (a hidden tab has no frames)', () => {
+    const r = new RateWindow(10_000)
+    for (let t = 0; t < 200_000; t++) r.add(t, 1) // 1,000 a second for 200 s, never read
+    expect(r.held).toBeLessThan(30_000) // 10,000 in the window; 200,000 before
+    expect(r.rate(200_000)[0]).toBe(1000)
+  })
 })
 
 describe('adaptiveWindow', () => {

@@ -125,6 +125,7 @@ export class RateWindow {
   add(now: number, size: number): void {
     this.times.push(now)
     this.sizes.push(size)
+    this.trim(now) // also when rate() is not read (a hidden tab gets no animation frames)
   }
 
   private trim(now: number): void {
@@ -134,6 +135,11 @@ export class RateWindow {
       this.sizes = this.sizes.slice(this.head)
       this.head = 0
     }
+  }
+
+  /** Entries held in memory (the window's, and some not yet compacted away). */
+  get held(): number {
+    return this.times.length
   }
 
   /** [events per second, summed size per second] over the window ending at `now`. */
