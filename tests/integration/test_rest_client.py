@@ -61,47 +61,55 @@ def test_an_answer_that_trickles_in_fails_at_the_deadline_instead_of_holding_for
     assert "no complete answer within 1s" in asyncio.run(main())
 
 
-def test_a_rate_limit_without_retry_after_waits_longer_each_time():
-    async def limited(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}")
+def answer(response: bytes) -> Handler:
+    """A handler that sends ``response`` (status line, headers, body) to every request."""
+
+    async def handler(writer: asyncio.StreamWriter) -> None:
+        writer.write(response)
         await writer.drain()
 
+    return handler
+
+
+def run_client(handler: Handler, calls: Callable[[RestClient, str], Awaitable[None]]) -> list:
+    """``calls(client, url)`` against a server answering with ``handler``; the request times."""
+
     async def main() -> list[float]:
-        server, url, hits = await serve(limited)
+        server, url, hits = await serve(handler)
         client = RestClient("test", 1200)
         try:
-            with pytest.raises(RestError, match="HTTP 429"):
-                await client.get(HttpRequest(url), attempts=4)
-            assert client.rate_limited == 4
-            return [b - a for a, b in itertools.pairwise(hits)]
+            await calls(client, url)
+            return hits
         finally:
             await client.close()
             server.close()
 
-    waits = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_rate_limit_without_retry_after_waits_longer_each_time():
+    limited = answer(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}")
+
+    async def calls(client: RestClient, url: str) -> None:
+        with pytest.raises(RestError, match="HTTP 429"):
+            await client.get(HttpRequest(url), attempts=4)
+        assert client.rate_limited == 4
+
+    waits = [b - a for a, b in itertools.pairwise(run_client(limited, calls))]
     assert len(waits) == 3
     # 0.5 s, then 1 s, then 2 s (before: 0.5 s every time, for ever)
     assert waits[0] >= 0.45 and waits[1] >= 0.95 and waits[2] >= 1.9, waits
 
 
 def test_a_call_no_longer_wanted_is_not_made():
-    async def ok(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
+    ok = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 
-    async def main() -> list[float]:
-        server, url, hits = await serve(ok)
-        client = RestClient("test", 1200)
-        try:
-            assert await client.get(HttpRequest(url), still_wanted=lambda: True) == b"{}"
-            with pytest.raises(NotWanted):
-                await client.get(HttpRequest(url), still_wanted=lambda: False)
-            return hits
-        finally:
-            await client.close()
-            server.close()
+    async def calls(client: RestClient, url: str) -> None:
+        assert await client.get(HttpRequest(url), still_wanted=lambda: True) == b"{}"
+        with pytest.raises(NotWanted):
+            await client.get(HttpRequest(url), still_wanted=lambda: False)
 
-    assert len(asyncio.run(main())) == 1
+    assert len(run_client(ok, calls)) == 1
 
 
 def test_backoff_keeps_its_cap_after_thousands_of_failures():
