@@ -149,13 +149,19 @@ def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
     if not value.startswith(("tcp://", "ipc://", "inproc://")):
         raise ConfigError(f"{where}: {key!r} must be a ZeroMQ endpoint {example}, got {value!r}")
     if value.startswith("tcp://"):
-        host, _, port = value[len("tcp://") :].rpartition(":")
+        host, port = _tcp_host_port(value)
         if not host or host == "*" or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ConfigError(
                 f"{where}: {key!r} must name a host to connect to and a port 1-65535, "
                 f"{example}, got {value!r}"
             )
     return value
+
+
+def _tcp_host_port(endpoint: str) -> tuple[str, str]:
+    """``tcp://host:port`` -> (host, port text); IPv6 hosts keep their brackets."""
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    return host, port
 
 
 def _port_key(host: str, port: int) -> tuple[str, int]:
@@ -168,7 +174,7 @@ def _check_ports(path: Path, taken: list[tuple[str, str | tuple[str, int]]]) -> 
     seen: dict[object, str] = {}
     for what, value in taken:
         if isinstance(value, str) and value.startswith("tcp://"):
-            host, _, port = value[len("tcp://") :].rpartition(":")
+            host, port = _tcp_host_port(value)
             key: object = _port_key(host, int(port))
         elif isinstance(value, tuple):
             key = _port_key(*value)

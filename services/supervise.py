@@ -141,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flowbook: {exc}", file=sys.stderr)
         return 2
-    path = write(cfg, Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    path = write(cfg, run_dir)
     if args.action == "write":
         print(path)
         return 0
-    run_dir = Path(args.run_dir)
     conf = supervisord_conf(run_dir)
     print(banner(cfg, conf, run_dir), flush=True)
     supervisord = str(Path(sys.executable).with_name("supervisord"))

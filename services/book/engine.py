@@ -258,8 +258,7 @@ class Engine:
         self._send(f"depth.{ident}", self.venue_depth(m))
         del self.mirrors[ident]
         self.by_venue[m.venue].remove(m)
-        for topic in (f"depth.{ident}", f"bbo.{ident}"):
-            self._last_key.pop(topic, None)
+        self._last_key.pop(f"depth.{ident}", None)
         group = self.groups.get(m.group) if m.group else None
         if group is not None:
             group.remove(m)

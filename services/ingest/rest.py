@@ -60,7 +60,6 @@ class RestClient:
     def __init__(self, venue: str, weight_per_minute: int, timeout_s: float = 10.0) -> None:
         self.venue = venue
         self.bucket = TokenBucket(weight_per_minute)
-        self.timeout_s = timeout_s
         self.client = httpx.AsyncClient(timeout=timeout_s, headers={"User-Agent": "flowbook"})
         self.calls = 0
         self.rate_limited = 0

@@ -367,16 +367,22 @@ class IngestRunner:
     ) -> None:
         """``_request_snapshot`` after ``delay``, if the book was not reset meanwhile, is still
         connected and ``still_wanted()``."""
-        generation = sync.generation
+        current = self._while_current(sync)
 
         def fetch() -> None:
-            if sync.generation == generation and still_wanted() and sync.inst.native in self._conns:
+            if current() and still_wanted():
                 self._request_snapshot(sync)
 
         if delay:
             asyncio.get_running_loop().call_later(delay, fetch)
         else:
             fetch()
+
+    def _while_current(self, sync: InstrumentSync) -> Callable[[], bool]:
+        """True while the book is not reset (``generation``) and its connection is open: a
+        snapshot asked for now is then still of use."""
+        generation, native = sync.generation, sync.inst.native
+        return lambda: sync.generation == generation and native in self._conns
 
     def _request_snapshot(self, sync: InstrumentSync) -> None:
         """REST venues: fetch a snapshot now; diffs are buffered meanwhile and stitched to it.
@@ -601,12 +607,8 @@ class IngestRunner:
 
     async def _fetch_snapshot(self, sync: InstrumentSync) -> None:
         generation = sync.generation
-        native = sync.inst.native
+        still_wanted = self._while_current(sync)
         req = self.plugin.snapshot_request(sync.inst)
-
-        def still_wanted() -> bool:
-            return sync.generation == generation and native in self._conns
-
         try:
             body = await self.rest.get(
                 req, still_wanted=still_wanted, deadline_s=SNAPSHOT_DEADLINE_S
@@ -617,7 +619,7 @@ class IngestRunner:
             return  # the book was reset while this waited its turn: its new fetch is asked for
         except RestError as exc:
             log.error("%s %s: snapshot failed: %s", self.venue, sync.inst.symbol, exc)
-            await self._retry_snapshot_later(sync, generation)
+            await self._retry_snapshot_later(sync, still_wanted)
             return
         if sync.generation != generation:
             return
@@ -629,20 +631,22 @@ class IngestRunner:
             log.warning(
                 "%s %s: malformed snapshot (%s): %.200r", self.venue, sync.inst.symbol, exc, body
             )
-            await self._retry_snapshot_later(sync, generation)
+            await self._retry_snapshot_later(sync, still_wanted)
             return
-        self._snapshot_backoff.pop(native, None)
+        self._snapshot_backoff.pop(sync.inst.native, None)
         snap.ts_recv = ts_recv
         self._on_book(snap)
 
-    async def _retry_snapshot_later(self, sync: InstrumentSync, generation: int) -> None:
+    async def _retry_snapshot_later(
+        self, sync: InstrumentSync, still_wanted: Callable[[], bool]
+    ) -> None:
         """A snapshot refused or unreadable: ask again after a wait that doubles (1 s to 60 s,
         jittered) while it keeps failing, so a venue that says no is not asked every second."""
         backoff = self._snapshot_backoff.setdefault(
             sync.inst.native, Backoff(base_s=1.0, cap_s=60.0)
         )
         await asyncio.sleep(max(backoff.next_delay(), 0.5))
-        if sync.generation == generation and self._conns.get(sync.inst.native):
+        if still_wanted():
             sync.snapshot_requested = False
             self._request_snapshot(sync)
 

@@ -131,9 +131,7 @@ class InstrumentSync:
             self.counters.skipped += 1
             return None
         if verdict is Verdict.GAP:
-            if first:
-                return self._fail_keeping("stale_snapshot", upd, [upd])
-            return self._fail_keeping("gap", upd, [upd])
+            return self._fail_keeping("stale_snapshot" if first else "gap", upd, [upd])
         self.first_after_snapshot = False
         if self.refreshing:
             self.buffer.append(upd)

@@ -5,11 +5,13 @@ sequence. ``sequence_num`` counts every message of one CONNECTION, across all ch
 products, from the first frame on. The stateful parser of each connection (``new_parser``)
 checks it: a jump emits ``ConnectionGap`` and the runner reconnects, so every book on that
 connection is dropped and rebuilt from the fresh full-book snapshots. A repeated or older number
-is a duplicate and is skipped (one more than 1000 behind is no repeat: a gap). A frame that cannot be read does not consume its number, so it
-counts as lost: the next frame shows the jump (a truncated copy followed by the intact frame
-with the same number is harmless). Except a trade, heartbeat or ack frame whose number could be
-read: it held no book data, so it is skipped and counted without resyncing the books. A book that crosses itself is resynced by reconnecting too
-(``resubscribe`` returns None): the venue has no per-product resync that keeps the sequence.
+is a duplicate and is skipped (one more than 1000 behind is no repeat: a gap). A frame that
+cannot be read does not consume its number, so it counts as lost: the next frame shows the jump
+(a truncated copy followed by the intact frame with the same number is harmless). Except a
+trade, heartbeat or ack frame whose number could be read: it held no book data, so it is
+skipped and counted without resyncing the books. A book that crosses itself is resynced by
+reconnecting too (``resubscribe`` returns None): the venue has no per-product resync that keeps
+the sequence.
 
 Books: a ``snapshot`` event is the ENTIRE book (BTC-USD: ~46k levels, a 5 MB frame, hence
 ``max_frame_bytes``); ``update`` events carry absolute ``new_quantity`` per level, ``"0"``
