@@ -81,6 +81,7 @@ class FdReader:
         self.on_frames = on_frames
         self.loop = loop
         self.fd = sock.getsockopt(zmq.FD)  # kept: a closed socket can no longer tell it
+        self.woke_ns = 0  # time.time_ns() at the start of the current drain
         loop.add_reader(self.fd, self.drain)
         loop.call_soon(self.drain)
 
@@ -89,6 +90,7 @@ class FdReader:
         before each message: that makes libzmq process its command queue unthrottled, a
         ``getpid`` and a ``poll`` syscall per message."""
         sock = self.sock
+        self.woke_ns = time.time_ns()
         for _ in range(DRAIN_BATCH):
             try:
                 frames = sock.recv_multipart(_NOBLOCK)
@@ -350,6 +352,7 @@ class _Link:
     hb_epoch: str | None = None
     pending: dict[str, float] = field(default_factory=dict)
     readers: list[FdReader] = field(default_factory=list)
+    sub_reader: FdReader | None = None
     joined: bool = False  # a message arrived, so our SUB subscriptions are active there
     dropped: bool = False  # the TCP connection dropped since the last message
     dealer_reader: FdReader | None = None
@@ -361,6 +364,10 @@ class Subscriber:
     ``on_message(topic, msg)`` gets only messages that are safe to apply: for ``book.`` topics, a
     ``snapshot`` first and then contiguous messages. ``on_stale(topic, reason)`` says a topic's
     copy became unusable (until its next snapshot). ``on_upstream(name, alive)`` reports liveness.
+
+    ``trace="ts_x"`` stamps every message delivered with ``ts_x_wake`` (``time.time_ns()`` when
+    this process woke to read the batch it came in) and ``ts_x_rx`` (when it was decoded): with
+    the publisher's ``ts_pub``, the hop splits into transport, wait in the batch and work.
     """
 
     def __init__(
@@ -373,10 +380,12 @@ class Subscriber:
         on_upstream: Callable[[str, bool], None] | None = None,
         stale_after_s: float = 3.0,
         rcvhwm: int = 200_000,
+        trace: str | None = None,
         ctx: zmq.Context | None = None,
     ) -> None:
         ctx = ctx or _context()
         self.prefixes = list(prefixes)
+        self._trace = (f"{trace}_wake", f"{trace}_rx") if trace else None
         self.on_message = on_message
         self.on_stale = on_stale
         self.on_upstream = on_upstream
@@ -407,7 +416,8 @@ class Subscriber:
         now = time.monotonic()
         for link in self.links:
             link.last_rx = now
-            link.readers.append(FdReader(link.sub, lambda f, lk=link: self._on_frames(lk, f), loop))
+            link.sub_reader = FdReader(link.sub, lambda f, lk=link: self._on_frames(lk, f), loop)
+            link.readers.append(link.sub_reader)
             link.dealer_reader = FdReader(
                 link.dealer, lambda f, lk=link: self._on_reply(lk, f), loop
             )
@@ -496,6 +506,9 @@ class Subscriber:
             self.stats.decode_errors += 1
             log.warning("bad frame on %s from %s: %s", topic, link.upstream.name, exc)
             return
+        if self._trace is not None and link.sub_reader is not None:
+            msg[self._trace[0]] = link.sub_reader.woke_ns
+            msg[self._trace[1]] = time.time_ns()
         self.stats.messages += 1
         if topic.startswith("hb."):
             self._on_heartbeat(link, msg)

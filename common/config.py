@@ -19,7 +19,7 @@ ENV_PREFIX = "FLOWBOOK_"
 TABLES = ("book", "gateway", "scheduling", "simulator", "venues")
 BOOK_KEYS = frozenset(
     {"pub", "control", "depth", "depth_interval_ms", "stale_after_s", "quote_groups"}
-    | {"keep_levels", "reference"}  # read by the book builder (services/book/app.py)
+    | {"keep_levels", "reference", "trace_hops"}  # read by the book builder (services/book/app.py)
 )
 VENUE_KEYS = frozenset(
     {"enabled", "plugin", "pub", "control", "ws_url", "rest_url", "bases", "quote"}

@@ -25,7 +25,7 @@ from common.bus import Publisher, Subscriber, Upstream, covers
 from common.config import Config, ConfigError
 from common.metrics import ProcessStats, RateMeter
 from services.book.conflate import Conflator
-from services.book.engine import Engine, Settings
+from services.book.engine import TRACE, Engine, Settings
 from services.book.rates import parse_references
 
 log = logging.getLogger("flowbook.book")
@@ -47,6 +47,9 @@ def settings_from(cfg: Config) -> Settings:
             f"{where}: keep_levels must be an integer >= 2 x depth ({2 * book.depth})"
         )
     refs = parse_references(book.options.get("reference"), f"{where} reference")
+    trace = book.options.get("trace_hops", False)
+    if not isinstance(trace, bool):
+        raise ConfigError(f"{where}: trace_hops must be true or false, got {trace!r}")
     names = {v.name for v in cfg.enabled_venues()}
     if "all" in names:
         raise ConfigError(f"{cfg.path}: 'all' is reserved for consolidated books, not a venue")
@@ -59,6 +62,7 @@ def settings_from(cfg: Config) -> Settings:
         quote_groups=book.quote_groups,
         keep=keep,
         references=refs,
+        trace_hops=trace,
     )
 
 
@@ -89,6 +93,7 @@ class BookBuilder:
                 on_stale=self.engine.on_stale,
                 on_upstream=self.engine.set_upstream,
                 stale_after_s=cfg.book.stale_after_s,
+                trace=TRACE if settings.trace_hops else None,
             )
         self.proc = ProcessStats()
         self.rate_in = RateMeter()

@@ -8,7 +8,9 @@ asks for conflated ones (``depth.*``) with ``touch(topic)``, to be built by ``de
 
 Every message it builds carries the source timestamps of the ingest message behind it:
 ``ts_exch`` (exchange), ``ts_recv`` (ingest read the frame) and ``ts_ingest_pub`` (ingest
-published it); the bus Publisher adds ``ts_pub``.
+published it); the bus Publisher adds ``ts_pub``. With ``[book] trace_hops`` the Subscriber
+stamps ingest messages with ``ts_book_wake``/``ts_book_rx``, and the ``bbo.*`` messages built
+while one is applied carry them on.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ MAX_LOGGED_BAD = 100
 LATENCY_SUMMARY_EVERY_S = 5.0
 BAD_RESYNC_FIRST_S = 1.0
 BAD_RESYNC_MAX_S = 60.0
+TRACE = "ts_book"  # the Subscriber's trace prefix (services/book/app.py)
+TRACE_WAKE, TRACE_RX = f"{TRACE}_wake", f"{TRACE}_rx"
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -56,6 +60,7 @@ class Settings:
     quote_groups: tuple[tuple[str, ...], ...] = (("USD", "USDT", "USDC"),)
     keep: int = 250
     references: dict[str, Reference] = field(default_factory=dict)
+    trace_hops: bool = False  # the app's Subscribers stamp ts_book_wake/ts_book_rx
 
 
 def _stamp(body: dict[str, Any], ts: Timestamps) -> dict[str, Any]:
@@ -101,6 +106,7 @@ class Engine:
         # "venue.SYMBOL" -> [due, wait, topic, reason]: books whose snapshots were refused
         self._bad_resyncs: dict[str, list[Any]] = {}
         self._latency_cache: tuple[float, dict[str, Any], dict[str, Any]] | None = None
+        self._trace: tuple[Any, Any] | None = None  # of the message being applied, if stamped
 
     # -- lookups ----------------------------------------------------------------------------
     def mirror_of(self, venue: str, symbol: str) -> Mirror | None:
@@ -155,6 +161,8 @@ class Engine:
         vs.seen(now, kind != "hb")
         if vs.down and vs.upstream_alive:
             self._refresh_venue(vs, now)  # data flows again: back before it is applied
+        if TRACE_RX in msg:
+            self._trace = (msg.pop(TRACE_WAKE, None), msg.pop(TRACE_RX))
         try:
             if kind == "book":
                 self._on_book(venue, rest, msg)
@@ -166,6 +174,8 @@ class Engine:
                 raise BadMessage(f"unexpected topic kind {kind!r}")
         except (BadMessage, KeyError, TypeError, ValueError, AttributeError) as exc:
             self._bad(venue, topic, msg, exc)
+        finally:
+            self._trace = None
 
     def _symbol(self, venue: str, rest: str, msg: dict[str, Any]) -> str:
         topic_venue, _, symbol = rest.partition(".")
@@ -362,8 +372,10 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
     def _send(self, topic: str, body: dict[str, Any], measure_venue: str | None = None) -> None:
-        self.publish(topic, body)
         kind = topic[: topic.index(".")]
+        if self._trace is not None and kind in ("bbo", "trade"):
+            body[TRACE_WAKE], body[TRACE_RX] = self._trace
+        self.publish(topic, body)
         self.published[kind] = self.published.get(kind, 0) + 1
         if measure_venue is None:
             return

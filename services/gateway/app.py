@@ -52,6 +52,7 @@ class Gateway:
             self.hub.on_bus,
             on_upstream=self._on_upstream,
             stale_after_s=cfg.book.stale_after_s,
+            trace="ts_gw" if self.settings.trace_hops else None,
         )
         self.demand = DepthDemand(self.subscriber.add_prefix, self._unfollow)
         self.hub.demand = self.demand

@@ -38,6 +38,7 @@ class Settings:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     compression: bool = False  # permessage-deflate (costs CPU and memory per client)
+    trace_hops: bool = False  # bus messages stamped ts_gw_wake/ts_gw_rx on arrival
     # data
     trades_ring: int = 100  # recent trades per instrument, sent as the trades snapshot
     default_depth: int = 20
@@ -72,7 +73,7 @@ _POSITIVE_FLOAT = {
     "snapshot_wait_s",
     "catalog_wait_s",
 }
-_BOOL = {"compression"}
+_BOOL = {"compression", "trace_hops"}
 
 
 def from_config(cfg: Config) -> Settings:

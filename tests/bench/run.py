@@ -170,6 +170,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " scheduler); the measuring clients and cryptofeed get the same (default %(default)s;"
         " where the host does not allow it they run at normal priority, see the logs)",
     )
+    ap.add_argument(
+        "--no-trace-hops",
+        dest="trace_hops",
+        action="store_false",
+        help="leave [book]/[gateway] trace_hops off: no split of each bus hop into transport,"
+        " wait and work (the stamps cost the book builder and the gateway a clock read and two"
+        " fields per message)",
+    )
     fl = ap.add_mutually_exclusive_group()
     fl.add_argument(
         "--floor",
@@ -385,6 +393,7 @@ class Bench:
                 "sched_autogroup": autogroup_enabled(),
                 "autogroup_nice": args.autogroup_nice,
                 "sim_nice": args.sim_nice,
+                "trace_hops": args.trace_hops,
                 "realtime_priority": args.realtime_priority,
             },
             "steps": [],
@@ -404,6 +413,7 @@ class Bench:
             trade_ratio=a.trade_ratio,
             sim_per_venue=a.sim == "per-venue",
             realtime_priority=a.realtime_priority,
+            trace_hops=a.trace_hops,
         )
         log(f"run directory {self.run_dir}; venues {','.join(a.venue_list)}")
         self.stack = BenchStack(cfg_path, self.run_dir, a.sim == "per-venue")
@@ -605,6 +615,9 @@ class Bench:
             "e2e": lat_ws.get("venue.e2e"),
             "recv_to_book": lat_bus.get("venue.recv_to_book"),
             "bus_to_subscriber": lat_bus.get("venue.bus"),
+            **{
+                k.removeprefix("venue."): v for k, v in lat_ws.items() if k.startswith("venue.hop.")
+            },
             "consolidated_e2e": lat_ws.get("all.e2e"),
             "consolidated_recv_to_book": lat_bus.get("all.recv_to_book"),
         }

@@ -82,6 +82,7 @@ def write_config(
     seed: int = 11,
     sim_per_venue: bool = True,
     realtime_priority: int = 0,
+    trace_hops: bool = True,
 ) -> Path:
     """A complete flowbook config on free ports. The gateway's per-client request limits are
     raised so that one measuring client may subscribe every instrument at once."""
@@ -116,12 +117,14 @@ depth = 50
 depth_interval_ms = 50
 stale_after_s = 3.0
 quote_groups = [["USD", "USDT", "USDC"]]
+trace_hops = {str(trace_hops).lower()}
 
 [gateway]
 host = "127.0.0.1"
 port = {PORTS()}
 max_subscriptions = 1000
 max_messages_per_s = 2000
+trace_hops = {str(trace_hops).lower()}
 
 [scheduling]
 realtime_priority = {realtime_priority}

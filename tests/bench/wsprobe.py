@@ -14,6 +14,14 @@ over by the websockets library; same host clock):
 * ``ws``       receive - ts_gw            (-> this client's receive)
 * ``e2e``      receive - ts_recv          (ingest read -> client receive)
 
+With ``trace_hops`` on in ``[book]`` and ``[gateway]`` (the harness sets both unless
+``--no-trace-hops``), each bus hop splits into three (``hop.*``):
+
+* ``to_book``     ts_book_wake - ts_ingest_pub (ZeroMQ transport until the book builder wakes)
+* ``book_wait``   ts_book_rx - ts_book_wake    (decode, and messages before it in the same read)
+* ``book_work``   ts_book_pub - ts_book_rx     (sequence check, apply, build, encode)
+* ``to_gateway``, ``gateway_wait``, ``gateway_work`` likewise, up to ``ts_gw``
+
 The gateway's own counters (sent, dropped, conflated) come from the ``stats`` channel and are
 reported at ``start`` and ``stop``. Protocol: probe.py.
 """
@@ -33,6 +41,7 @@ from websockets.asyncio.client import connect
 from common import aio
 from tests.bench.probe import Commands, Stages, reply, run_commands
 
+TRACE_KEYS = ("ts_book_wake", "ts_book_rx", "ts_gw_wake", "ts_gw_rx")
 GATEWAY_KEYS = ("messages_sent", "dropped", "conflated", "slow_closed", "clients", "errors")
 
 
@@ -98,6 +107,15 @@ class WsProbe:
         st.record(f"{kind}.ws", rx - gw)
         st.record(f"{kind}.e2e", rx - recv)
         st.record(f"{kind}.recv_to_book", book - recv)
+        trace = [msg.get(k) for k in TRACE_KEYS]
+        if all(isinstance(t, int) for t in trace):
+            book_wake, book_rx, gw_wake, gw_rx = trace
+            st.record(f"{kind}.hop.to_book", book_wake - ing)
+            st.record(f"{kind}.hop.book_wait", book_rx - book_wake)
+            st.record(f"{kind}.hop.book_work", book - book_rx)
+            st.record(f"{kind}.hop.to_gateway", gw_wake - book)
+            st.record(f"{kind}.hop.gateway_wait", gw_rx - gw_wake)
+            st.record(f"{kind}.hop.gateway_work", gw - gw_rx)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pipeline(tmp_path):
     path = write_config(
-        tmp_path, venue_section("binance", sim_port=free_port(), bases=["BTC", "ETH"]), rate=100
+        tmp_path,
+        venue_section("binance", sim_port=free_port(), bases=["BTC", "ETH"]),
+        rate=100,
+        book_extra="trace_hops = true",
+        extra="trace_hops = true",
     )
     cfg = load(path)
     with processes(tmp_path) as start:
@@ -74,6 +78,7 @@ def test_client_book_equals_exchange_and_a_gap_is_repaired(pipeline):
     sim, client, base = pipeline
     client.subscribe("depth", "binance", "BTC-USDT", depth=20, interval_ms=0)
     client.subscribe("bbo", "all", "BTC-USD")
+    client.subscribe("bbo", "binance", "BTC-USDT")
     wait_until(lambda: top_of_book(client.get("depth", "binance", "BTC-USDT")), 20, what="depth")
     assert client.of_type("snapshot"), "a snapshot comes first"
     sim.pause()  # the market holds still until both books are checked
@@ -133,6 +138,15 @@ def test_client_book_equals_exchange_and_a_gap_is_repaired(pipeline):
         <= last["ts_gw"]
         <= last["_rx"]
     )
+    # trace_hops: each bus hop of a bbo update split at the receiver's wake-up and decode
+    bbo = wait_until(
+        lambda: (m := client.get("bbo", "binance", "BTC-USDT")) and m["type"] == "update" and m,
+        10,
+        what="a bbo update",
+    )
+    hops = ["ts_recv", "ts_ingest_pub", "ts_book_wake", "ts_book_rx", "ts_book_pub"]
+    hops += ["ts_gw_wake", "ts_gw_rx", "ts_gw", "_rx"]
+    assert [bbo[k] for k in hops] == sorted(bbo[k] for k in hops), bbo
 
 
 def test_bad_client_messages_get_errors_and_the_connection_stays_open(pipeline):

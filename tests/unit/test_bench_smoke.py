@@ -13,6 +13,7 @@ import pytest
 from tests.procs import ROOT
 
 STAGES = ("ingest", "book", "gateway", "ws", "e2e", "recv_to_book")
+HOPS = ("to_book", "book_wait", "book_work", "to_gateway", "gateway_wait", "gateway_work")
 
 
 def test_help() -> None:
@@ -70,10 +71,17 @@ def test_bench_smoke(tmp_path) -> None:
     (step,) = data["steps"]
     assert step["target_msgs_s"] == 500
     assert step["offered_msgs_s"] > 0 and step["delivered_msgs_s"] > 0
-    for stage in STAGES:
+    for stage in STAGES + tuple(f"hop.{h}" for h in HOPS):  # trace_hops is on by default
         summary = step["latency_us"][stage]
         assert summary and summary["count"] > 0, stage
         assert {"p50", "p90", "p99", "p99.9", "max"} <= set(summary), stage
+    # the split adds up: ZeroMQ transport + wait + work of each hop is that stage
+    lat = step["latency_us"]
+    for stage, parts in (("book", HOPS[:3]), ("gateway", HOPS[3:])):
+        assert lat[stage]["count"] == lat[f"hop.{parts[0]}"]["count"]
+        assert sum(lat[f"hop.{p}"]["mean"] for p in parts) == pytest.approx(
+            lat[stage]["mean"], rel=0.02, abs=2
+        ), stage
     assert step["lost"]["bus_bbo_seq_gaps"] == 0
     assert {"ingest:binance", "book", "gateway"} <= set(step["processes"])
     assert step["flowbook_rss_mb"] > 0

@@ -620,3 +620,33 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
     published = bus.count("bbo.all.BTC-USD")
     assert "USD-USD" in engine.groups  # the reference book's own
     assert checked > 15_000 and 0 < crossed < published < 8000
+
+
+def test_hop_trace_stamps_travel_on_what_the_message_caused_and_no_further() -> None:
+    """With ``trace_hops`` the Subscriber stamps each ingest message ``ts_book_wake`` and
+    ``ts_book_rx``: the bbo (venue and consolidated) and trades built from it carry them, so a
+    client can split the hop; a later message without them, or a depth build, carries none."""
+    engine, bus = make()
+    stamps = {"ts_book_wake": T0 + 3000, "ts_book_rx": T0 + 3010}
+    snap = book_msg("binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[100.5, 1.0]])
+    engine.on_message("binance", "book.binance.BTC-USDT", {**snap, **stamps})
+    for topic in ("bbo.binance.BTC-USDT", "bbo.all.BTC-USD"):
+        body = bus.last(topic)
+        assert (body["ts_book_wake"], body["ts_book_rx"]) == (T0 + 3000, T0 + 3010), topic
+    trade = {
+        "v": 1,
+        "epoch": "e",
+        "seq": 1,
+        "ts_pub": T0 + 2500,
+        "venue": "binance",
+        "symbol": "BTC-USDT",
+        "trades": [{"price": 100.2, "size": 0.1, "side": "buy", "ts_exch": T0}],
+    }
+    engine.on_message("binance", "trade.binance.BTC-USDT", {**trade, **stamps})
+    assert bus.last("trade.binance.BTC-USDT")["ts_book_rx"] == T0 + 3010
+    feed(engine, "binance", "BTC-USDT", "delta", [[100.25, 2.0]], [], 1)  # not stamped
+    body = bus.last("bbo.binance.BTC-USDT")
+    assert body["bid"] == [100.25, 2.0] and "ts_book_rx" not in body
+    assert "ts_book_rx" not in bus.last("bbo.all.BTC-USD")
+    bus.flush(engine)
+    assert "ts_book_rx" not in bus.last("depth.binance.BTC-USDT")

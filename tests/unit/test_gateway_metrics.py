@@ -174,6 +174,7 @@ def test_settings_defaults_and_overrides(tmp_path):
         "max_messages_per_s = -1",
         "cors_origins = [1]",
         "compression = 1",
+        'trace_hops = "yes"',
         "max_message_bytes = 100000",
         "port = 70000",
         "max_clent = 5",  # a typo is an error, not a default silently kept

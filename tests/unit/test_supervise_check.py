@@ -38,6 +38,11 @@ def test_a_good_config_is_written(tmp_path, capsys):
         (binance("depth = 7"), {}, "depth"),
         (binance(), {"extra": "max_clent = 5"}, r"\[gateway\]: unknown key\(s\) max_clent"),
         (binance(), {"book_extra": "keep_levels = 10"}, "keep_levels must be"),
+        (
+            binance(),
+            {"book_extra": "trace_hops = 1"},
+            r"\[book\]: trace_hops must be true or false",
+        ),
     ],
 )
 def test_a_mistake_any_program_would_find_is_found_before_starting(
