@@ -6,8 +6,9 @@ of the venue; ``gap`` (next ``count`` updates of the symbol are applied but not 
 connections open at that moment get nothing for ``duration_s`` but stay open; the market keeps
 moving, so their stream resumes with an id jump; new connections are not stalled), ``late_stream``
 (the next ``count`` connections get no frame for their first ``duration_s``: a stream that starts
-after the connection opened), ``rest429``/``rest500``/``slow_snapshot``
-(the next ``count`` REST snapshot calls fail or are answered ``duration_s`` late), ``checksum``
+after the connection opened), ``rest429``/``rest500``/``slow_snapshot``/``rest_malformed``
+(the next ``count`` REST snapshot calls fail, are answered ``duration_s`` late, or are answered
+200 with the body cut in half), ``checksum``
 (the next ``count`` book frames carry a wrong checksum; only for dialects that list it in
 ``Dialect.extra_faults`` and consume it with ``FaultState.take("checksum", symbol)``), ``reset``
 (the venue restarts the book's stream: a fresh snapshot mid-stream, its sequence restarted; same
@@ -33,6 +34,7 @@ KINDS = (
     "rest429",
     "rest500",
     "slow_snapshot",
+    "rest_malformed",
     "planned_close",
     "checksum",
     "reset",
@@ -40,7 +42,7 @@ KINDS = (
     "refuse",
     "precision",
 )
-REST_KINDS = ("rest429", "rest500", "slow_snapshot")
+REST_KINDS = ("rest429", "rest500", "slow_snapshot", "rest_malformed")
 # only for dialects that list them in ``extra_faults``
 DIALECT_KINDS = ("checksum", "reset", "seqgap", "refuse", "precision")
 

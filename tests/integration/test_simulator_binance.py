@@ -290,6 +290,12 @@ def test_rest_faults(sim):
     assert r.status_code == 200 and time.monotonic() - t0 >= 0.9
     body = r.json()
     assert len(body["bids"]) == len(body["asks"]) == 10 and body["lastUpdateId"] > 0
+    sim.post("fault", {"venue": "binance", "kind": "rest_malformed", "symbol": "ETHUSDT"})
+    cut = httpx.get(url, params=params)
+    assert cut.status_code == 200
+    with pytest.raises(ValueError):
+        cut.json()
+    assert httpx.get(url, params=params).json()["lastUpdateId"] > 0
     bad = httpx.get(url, params={"symbol": "NOPEUSDT"})
     assert bad.status_code == 400 and bad.json() == {"code": -1121, "msg": "Invalid symbol."}
 

@@ -15,11 +15,14 @@ faults; the dialect only speaks the exchange's language:
 * ``shutdown_frame(client)``: the notice sent before a planned close, if the venue has one.
 
 Dialect-specific faults (``checksum``) are listed in ``extra_faults`` and consumed in ``publish``
-with ``self.venue.faults.take(kind, symbol)``.
+with ``self.venue.faults.take(kind, symbol)``. A REST route takes its fault with
+``faults.take_rest``, answers ``rest429``/``rest500`` in the venue's words, and hands its answer
+to ``rest_answer``, which plays ``slow_snapshot`` and ``rest_malformed``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from ..book import BookUpdate
 from ..clients import Client
 
 if TYPE_CHECKING:
+    from ..faults import RestFault
     from ..venue import VenueServer
 
 Query = dict[str, str]
@@ -49,6 +53,17 @@ class HttpReply:
         cls, status: int, obj: object, headers: list[tuple[str, str]] | None = None
     ) -> HttpReply:
         return cls(status, orjson.dumps(obj), headers or [])
+
+
+async def rest_answer(reply: HttpReply, fault: RestFault | None) -> HttpReply:
+    """``reply`` as an armed REST fault delivers it: ``slow_snapshot`` answers ``duration_s``
+    late, ``rest_malformed`` sends the body cut off half way (a 200 that cannot be parsed)."""
+    if fault is not None and fault.kind == "slow_snapshot":
+        await asyncio.sleep(fault.duration_s)
+    elif fault is not None and fault.kind == "rest_malformed":
+        body = reply.body[: len(reply.body) // 2]
+        return HttpReply(reply.status, body, reply.headers, reply.content_type)
+    return reply
 
 
 class Dialect(ABC):

@@ -22,7 +22,6 @@ Not simulated: the 5 msg/s inbound limit, REST weight enforcement, ``timeUnit``,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ from ..assets import fmt8
 from ..book import BookUpdate
 from ..clients import Client
 from . import register
-from .base import Dialect, HttpReply, Query
+from .base import Dialect, HttpReply, Query, rest_answer
 from .binance_wire import (
     ERR_429,
     ERR_500,
@@ -222,9 +221,7 @@ class BinanceDialect(Dialect):
                 "asks": [[fmt8(p * te), fmt8(q * se)] for p, q in asks],
             }
         )
-        if fault is not None:  # slow_snapshot: taken now, answered late
-            await asyncio.sleep(fault.duration_s)
-        return HttpReply(200, body, headers)
+        return await rest_answer(HttpReply(200, body, headers), fault)
 
     def _exchange_info(self, query: Query) -> HttpReply:
         instruments = self.venue.instruments

@@ -22,7 +22,6 @@ Sizes and prices are printed with the instrument's tick and step decimals (``"65
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -34,7 +33,7 @@ from ..assets import Instrument, fmt_dec
 from ..book import BookUpdate
 from ..clients import Client
 from . import register
-from .base import HttpReply, Query
+from .base import HttpReply, Query, rest_answer
 from .binance import BinanceDialect
 from .binance_wire import ERR_429, ERR_500, ERR_SYMBOL
 
@@ -206,6 +205,4 @@ class BinancePerpDialect(BinanceDialect):
                 "asks": [[fmt_dec(p * te, pd), fmt_dec(q * se, sd)] for p, q in asks],
             }
         )
-        if fault is not None:  # slow_snapshot: taken now, answered late
-            await asyncio.sleep(fault.duration_s)
-        return HttpReply(200, body, headers)
+        return await rest_answer(HttpReply(200, body, headers), fault)

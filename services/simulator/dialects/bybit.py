@@ -14,7 +14,7 @@ Coverage:
 Simulator symbols are `spot:BTCUSDT` and `linear:BTCUSDT` (use them with `/sim/book` and
 `/sim/fault`). Faults: `gap` (an update applied but not sent: the next message of each depth
 jumps `u` by 2), `stall`, `malformed`, `disconnect`, `planned_close` (Bybit sends no notice),
-`rest429`/`rest500`/`slow_snapshot` on instruments-info, and `reset`: the service "restarts" the
+`rest429`/`rest500`/`slow_snapshot`/`rest_malformed` on instruments-info, and `reset`: the service "restarts" the
 book's stream, sending a full snapshot with `u == 1` and counting on from there.
 Not simulated: level 1 books (re-pushed every 3 s), the 21,000-character args limit, the
 500-connections-per-5-minutes limit, the 10-minute idle cut.
@@ -22,7 +22,6 @@ Not simulated: level 1 books (re-pushed every 3 s), the 21,000-character args li
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -37,7 +36,7 @@ from ..assets import Instrument, make_instrument
 from ..book import BookUpdate, SimBook
 from ..clients import Client
 from . import register
-from .base import Dialect, HttpReply, Query
+from .base import Dialect, HttpReply, Query, rest_answer
 from .bybit_wire import (
     CATEGORIES,
     DEPTHS,
@@ -315,10 +314,8 @@ class BybitDialect(Dialect):
             more = offset + limit < len(items)
             cursor = encode_cursor(offset + limit, page[-1]["symbol"]) if more and page else ""
             result = {"category": category, "list": page, "nextPageCursor": cursor}
-        if fault is not None:  # slow_snapshot: answered late
-            await asyncio.sleep(fault.duration_s)
         hdrs = [*limit_hdrs, ("X-Bapi-Limit-Status", "599")]
-        return HttpReply.json(200, envelope(result, now), hdrs)
+        return await rest_answer(HttpReply.json(200, envelope(result, now), hdrs), fault)
 
     def _info_items(self, category: str) -> list[dict]:
         items = []

@@ -37,7 +37,7 @@ from ..assets import Instrument, make_instrument
 from ..book import BookUpdate, TradeEvent
 from ..clients import Client
 from . import register
-from .base import Dialect, HttpReply, Query
+from .base import Dialect, HttpReply, Query, rest_answer
 from .coinbase_wire import (
     CHANNELS,
     ERR_429,
@@ -205,6 +205,4 @@ class CoinbaseDialect(Dialect):
         if kind:
             products = [p for p in products if p["product_type"] == kind]
         body = orjson.dumps({"products": products, "num_products": len(products)})
-        if fault is not None:  # slow_snapshot
-            await asyncio.sleep(fault.duration_s)
-        return HttpReply(200, body)
+        return await rest_answer(HttpReply(200, body), fault)

@@ -18,13 +18,13 @@ frame of the symbol carries a wrong checksum, the levels stay right) and ``reset
 sequence restarts: the next update has ``seqId`` 3 below ``prevSeqId``, which still matches, as
 OKX does after maintenance; the book is unaffected). Every simulated book stays under 400 levels
 a side, so the 400-level view is the whole book and ``/sim/book`` is what a client holds.
-REST faults (``rest429``/``rest500``/``slow_snapshot``) apply to the instruments call.
+REST faults (``rest429``/``rest500``/``slow_snapshot``/``rest_malformed``) apply to the
+instruments call.
 Not simulated: the 60 s no-change heartbeat update, other channels, REST market books, limits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -37,7 +37,7 @@ from ..assets import Instrument, make_instrument
 from ..book import BookUpdate
 from ..clients import Client
 from . import register
-from .base import Dialect, HttpReply, Query
+from .base import Dialect, HttpReply, Query, rest_answer
 from .okx_wire import (
     book_checksum,
     instrument_info,
@@ -178,11 +178,10 @@ class OkxDialect(Dialect):
             if fault.kind == "rest500":
                 body = {"code": "50001", "msg": "Service temporarily unavailable", "data": []}
                 return HttpReply.json(503, body)
-            await asyncio.sleep(fault.duration_s)
         wanted = query.get("instId")
         data = [
             instrument_info(inst)
             for inst in self.venue.instruments.values()
             if inst_type == "SPOT" and wanted in (None, inst.symbol)
         ]
-        return HttpReply.json(200, {"code": "0", "msg": "", "data": data})
+        return await rest_answer(HttpReply.json(200, {"code": "0", "msg": "", "data": data}), fault)
