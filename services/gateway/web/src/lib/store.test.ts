@@ -114,4 +114,23 @@ describe('store', () => {
     expect(s.broken).toBe(false)
     expect(s.points().map((p) => p.mid)).toEqual([100.5, NaN, 102.5])
   })
+
+  it("puts a market quoted in another unit on the group's scale with the consolidated book's rate", () => {
+    vi.setSystemTime(2_000_000)
+    handleMessage(status({ binance: live('BTC-USDT'), kraken: live('BTC-USD') }) as never, 0)
+    const conversion = {
+      'binance:BTC-USDT': { quote: 'USDT', rate: 0.999, source: 'ref:kraken USDT-USD mid' },
+      'kraken:BTC-USD': { quote: 'USD', rate: 1, source: 'unit' },
+    }
+    handleMessage({ ...bbo('all', 99.9, 100.0), symbol: 'BTC-USD', conversion } as never, 0)
+    vi.setSystemTime(2_000_300)
+    handleMessage(bbo('binance', 100.0, 100.2) as never, 0) // USDT prices, mid 100.1
+    const row = () => view.venueRows.value.find((r) => r.venue === 'binance')
+    vi.advanceTimersByTime(20) // the next frame rebuilds the view
+    expect(row()?.mid).toBeCloseTo(100.1, 9) // the table shows the venue's own prices
+    expect(row()?.rate).toBe(0.999)
+    const pts = seriesOf('binance')!.points()
+    expect(pts[pts.length - 1].mid).toBeCloseTo(100.1 * 0.999, 9) // the chart: in USD
+    expect(pts[pts.length - 1].spreadBps).toBeCloseTo((0.2 / 100.1) * 1e4, 6) // bps: as is
+  })
 })

@@ -11,6 +11,7 @@ import { RateWindow, Tape, adaptiveWindow, toTrade, type TapeRow, type Trade } f
 import { fmtMid, priceDecimals } from './format'
 import type {
   BboMsg,
+  Conversion,
   DepthMsg,
   Envelope,
   ErrorMsg,
@@ -99,6 +100,7 @@ const raw = {
   tradeIds: new Map<string, true>(),
   tradeRate: new RateWindow(10_000),
   series: new Map<string, Series>(), // venue (or "all") -> mid/spread history
+  rates: new Map<string, number>(), // "venue:SYMBOL" -> its rate to the group's unit, as last given
   decimals: 2,
   sizeDecimals: 0,
   errors: [] as Array<{ at: number; code: string; message: string }>,
@@ -123,6 +125,7 @@ export interface VenueRow {
   ask: number | null
   askSize: number | null
   mid: number | null
+  rate: number // mid x rate is in the group's unit (the consolidated book's conversion)
   spreadBps: number | null
   msgRate: number | null
   lastMsgAge: number | null
@@ -336,6 +339,7 @@ function rebuildVenues(now: number): void {
       ask,
       askSize: msg?.ask ? msg.ask[1] : null,
       mid: bid !== null && ask !== null ? (bid + ask) / 2 : null,
+      rate: m ? rateOf(venue, m.symbol) : 1,
       spreadBps: msg?.spread_bps ?? null,
       msgRate: typeof vs?.msg_rate === 'number' && venueState(venue) !== 'down' ? vs.msg_rate : null,
       lastMsgAge: typeof st?.last_msg_age_s === 'number' ? st.last_msg_age_s : null,
@@ -449,6 +453,20 @@ export function seriesVenues(): string[] {
   return [...raw.series.keys()]
 }
 
+/** The rate that converts a market's prices to its group's unit: what the consolidated book last
+ * said (``conversion``), else 1. Kept while the market is left out, so its mid stays comparable. */
+function rateOf(venue: string, symbol: string): number {
+  return raw.rates.get(`${venue}:${symbol}`) ?? 1
+}
+
+function noteRates(conversion: Conversion | undefined): void {
+  for (const [key, info] of Object.entries(conversion ?? {})) {
+    if (typeof info?.rate === 'number' && info.rate > 0) raw.rates.set(key, info.rate)
+  }
+}
+
+/** A mid/spread point; a venue's mid converted to the group's unit like the consolidated book's
+ * prices, so that every line shares one axis. */
 function addPoint(key: string, msg: BboMsg, t: number): void {
   if (!msg.bid || !msg.ask) {
     const s = raw.series.get(key)
@@ -460,11 +478,12 @@ function addPoint(key: string, msg: BboMsg, t: number): void {
   }
   const bid = msg.bid[0]
   const ask = msg.ask[0]
-  const mid = (bid + ask) / 2
+  const rate = key === 'all' ? 1 : rateOf(key, String(msg.symbol))
+  const mid = ((bid + ask) / 2) * rate
   if (!(mid > 0)) return
   let s = raw.series.get(key)
   if (s === undefined) raw.series.set(key, (s = new Series(5 * 60_000, 250)))
-  s.add(t, mid, ((ask - bid) / mid) * 1e4)
+  s.add(t, mid, ((ask - bid) / (bid + ask)) * 2e4)
   dirty.add('series')
 }
 
@@ -611,6 +630,7 @@ export function handleMessage(msg: Envelope, recvMs: number): void {
     case 'depth': {
       const d = msg as DepthMsg
       raw.depth = d
+      noteRates(d.conversion)
       stickyDecimals(d)
       markDirty('depth')
       break
@@ -620,6 +640,7 @@ export function handleMessage(msg: Envelope, recvMs: number): void {
       const t = Date.now()
       if (b.venue === 'all') {
         raw.bboAll = b
+        noteRates(b.conversion)
         addPoint('all', b, t)
         markDirty('depth')
       } else if (typeof b.venue === 'string') {
@@ -681,6 +702,7 @@ function resetInstrument(): void {
   raw.tradeIds.clear()
   raw.tradeRate.clear()
   raw.series.clear()
+  raw.rates.clear()
   raw.decimals = 0
   raw.sizeDecimals = 0
   raw.e2e.clear()

@@ -20,13 +20,16 @@ export interface Envelope {
   ts_gw?: number
 }
 
+/** How a consolidated book converts each included market ("venue:SYMBOL") to its unit. */
+export type Conversion = Record<string, { quote?: string; rate?: number; source?: string; live?: boolean }>
+
 export interface DepthMsg extends Envelope {
   state?: VenueState
   bids: WireLevel[]
   asks: WireLevel[]
   venues?: string[]
   excluded?: Record<string, string>
-  conversion?: Record<string, { quote?: string; rate?: number; source?: string; live?: boolean }>
+  conversion?: Conversion
   unit?: string
   reason?: string
 }
@@ -40,6 +43,7 @@ export interface BboMsg extends Envelope {
   crossed_size?: number
   venues?: string[]
   excluded?: Record<string, string>
+  conversion?: Conversion
   reason?: string
 }
 
