@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import zmq
 
-from common.codec import SCHEMA_VERSION, DecodeError, decode
+from common.codec import SCHEMA_VERSION, DecodeError, decode, trace_fields
 
 log = logging.getLogger("flowbook.bus")
 
@@ -366,8 +366,10 @@ class Subscriber:
     copy became unusable (until its next snapshot). ``on_upstream(name, alive)`` reports liveness.
 
     ``trace="ts_x"`` stamps every message delivered with ``ts_x_wake`` (``time.time_ns()`` when
-    this process woke to read the batch it came in) and ``ts_x_rx`` (when it was decoded): with
-    the publisher's ``ts_pub``, the hop splits into transport, wait in the batch and work.
+    this process woke to read the batch it came in) and ``ts_x_rx`` (when it was decoded). With
+    the publisher's ``ts_pub`` that splits the hop into transport (until the wake-up), wait in
+    the batch and work. A message published while the batch was being read (after
+    ``ts_x_wake``) did not wake the process: its transport is part of its wait.
     """
 
     def __init__(
@@ -385,7 +387,7 @@ class Subscriber:
     ) -> None:
         ctx = ctx or _context()
         self.prefixes = list(prefixes)
-        self._trace = (f"{trace}_wake", f"{trace}_rx") if trace else None
+        self._trace = trace_fields(trace) if trace else None
         self.on_message = on_message
         self.on_stale = on_stale
         self.on_upstream = on_upstream

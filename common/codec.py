@@ -13,6 +13,16 @@ import orjson
 SCHEMA_VERSION = 1
 
 
+def trace_fields(prefix: str) -> tuple[str, str]:
+    """The receive stamps a ``Subscriber(trace=prefix)`` adds: woke to read, decoded."""
+    return f"{prefix}_wake", f"{prefix}_rx"
+
+
+#: every receive stamp of the pipeline (``[book]``/``[gateway]`` ``trace_hops``): measurement,
+#: not data, so two messages that differ only there carry the same data
+TRACE_FIELDS = frozenset(trace_fields("ts_book") + trace_fields("ts_gw"))
+
+
 class DecodeError(ValueError):
     """A bus frame that is not a valid flowbook payload."""
 

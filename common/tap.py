@@ -31,12 +31,13 @@ from typing import Any, TextIO
 import orjson
 import zmq
 
-from common.codec import DecodeError, decode
+from common.codec import TRACE_FIELDS, DecodeError, decode
 
 DEFAULT_PUB = "tcp://127.0.0.1:5560"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5660"
 ENVELOPE = {"v", "epoch", "seq", "ts_pub", "ts_recv", "ts_exch", "ts_ingest_pub", "type"}
 ENVELOPE |= {"venue", "symbol"}  # already in the topic
+ENVELOPE |= TRACE_FIELDS
 NOT_RESYNCED = ("hb.", "trade.")
 PRICES = ("bid", "ask", "bids", "asks")
 FIRST = ("state", "bid", "ask", "spread_bps", "crossed", "bids", "asks", "trades", "reason")

@@ -49,7 +49,7 @@ def settings_from(cfg: Config) -> Settings:
     refs = parse_references(book.options.get("reference"), f"{where} reference")
     trace = book.options.get("trace_hops", False)
     if not isinstance(trace, bool):
-        raise ConfigError(f"{where}: trace_hops must be true or false, got {trace!r}")
+        raise ConfigError(f"{where}: 'trace_hops' must be true or false, got {trace!r}")
     names = {v.name for v in cfg.enabled_venues()}
     if "all" in names:
         raise ConfigError(f"{cfg.path}: 'all' is reserved for consolidated books, not a venue")

@@ -9,8 +9,9 @@ asks for conflated ones (``depth.*``) with ``touch(topic)``, to be built by ``de
 Every message it builds carries the source timestamps of the ingest message behind it:
 ``ts_exch`` (exchange), ``ts_recv`` (ingest read the frame) and ``ts_ingest_pub`` (ingest
 published it); the bus Publisher adds ``ts_pub``. With ``[book] trace_hops`` the Subscriber
-stamps ingest messages with ``ts_book_wake``/``ts_book_rx``, and the ``bbo.*`` messages built
-while one is applied carry them on.
+stamps ingest messages with ``ts_book_wake``/``ts_book_rx``; a ``bbo.*`` or ``trade.*`` message
+built while one is applied carries them on if it carries that message's source timestamps (a
+consolidated bbo rebuilt for another book's rate, or a venue back up on a heartbeat, does not).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.book import Level
+from common.codec import trace_fields
 from common.metrics import LatencyHistogram
 from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import Group, spread_bps
@@ -48,7 +50,7 @@ LATENCY_SUMMARY_EVERY_S = 5.0
 BAD_RESYNC_FIRST_S = 1.0
 BAD_RESYNC_MAX_S = 60.0
 TRACE = "ts_book"  # the Subscriber's trace prefix (services/book/app.py)
-TRACE_WAKE, TRACE_RX = f"{TRACE}_wake", f"{TRACE}_rx"
+TRACE_WAKE, TRACE_RX = trace_fields(TRACE)
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -106,7 +108,8 @@ class Engine:
         # "venue.SYMBOL" -> [due, wait, topic, reason]: books whose snapshots were refused
         self._bad_resyncs: dict[str, list[Any]] = {}
         self._latency_cache: tuple[float, dict[str, Any], dict[str, Any]] | None = None
-        self._trace: tuple[Any, Any] | None = None  # of the message being applied, if stamped
+        # (wake, rx, ts_recv, ts_pub) of the book/trade message being applied, if stamped
+        self._trace: tuple[Any, Any, Any, Any] | None = None
 
     # -- lookups ----------------------------------------------------------------------------
     def mirror_of(self, venue: str, symbol: str) -> Mirror | None:
@@ -162,7 +165,9 @@ class Engine:
         if vs.down and vs.upstream_alive:
             self._refresh_venue(vs, now)  # data flows again: back before it is applied
         if TRACE_RX in msg:
-            self._trace = (msg.pop(TRACE_WAKE, None), msg.pop(TRACE_RX))
+            wake, rx = msg.pop(TRACE_WAKE, None), msg.pop(TRACE_RX)
+            if kind in ("book", "trade"):
+                self._trace = (wake, rx, msg.get("ts_recv"), msg.get("ts_pub"))
         try:
             if kind == "book":
                 self._on_book(venue, rest, msg)
@@ -373,8 +378,14 @@ class Engine:
     # -- output -----------------------------------------------------------------------------
     def _send(self, topic: str, body: dict[str, Any], measure_venue: str | None = None) -> None:
         kind = topic[: topic.index(".")]
-        if self._trace is not None and kind in ("bbo", "trade"):
-            body[TRACE_WAKE], body[TRACE_RX] = self._trace
+        trace = self._trace
+        if (
+            trace is not None
+            and kind in ("bbo", "trade")
+            and body.get("ts_recv") == trace[2]
+            and body.get("ts_ingest_pub") == trace[3]
+        ):
+            body[TRACE_WAKE], body[TRACE_RX] = trace[0], trace[1]
         self.publish(topic, body)
         self.published[kind] = self.published.get(kind, 0) + 1
         if measure_venue is None:

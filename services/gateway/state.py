@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from common.codec import TRACE_FIELDS
 from common.config import Config
 from common.symbols import group_name
 
@@ -53,7 +54,7 @@ def _same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """True if two messages of one topic carry the same data (a republished snapshot)."""
     if a.get("ts_recv") != b.get("ts_recv") or a.get("ts_ingest_pub") != b.get("ts_ingest_pub"):
         return False
-    keys = (a.keys() | b.keys()) - _ENVELOPE
+    keys = (a.keys() | b.keys()) - _ENVELOPE - TRACE_FIELDS
     return all(a.get(k) == b.get(k) for k in keys)
 
 

@@ -340,8 +340,9 @@ def hop_lines(results: dict[str, Any]) -> list[str]:
         " `trace_hops`): *ZeroMQ to ...* = publish -> the receiving process wakes to read it"
         " (the sender's and receiver's ZeroMQ I/O threads, the kernel, the wake-up); *wait* ="
         " from that wake-up until this message is decoded (the messages read before it in the"
-        " same batch); *work* = sequence check, apply, build and stamp. *Transport* = the three"
-        " hops' p50s summed.",
+        " same batch; for a message published after that wake-up, from its publish: it did not"
+        " wake the process, and its ZeroMQ part counts 0); *work* = sequence check, apply,"
+        " build and stamp. *Transport* = the three hops' p50s summed.",
         "",
         "| offered msgs/s | " + " | ".join(name for _, name in HOPS) + " | transport p50 |",
         "|---:|" + "---:|" * (len(HOPS) + 1),

@@ -19,8 +19,12 @@ With ``trace_hops`` on in ``[book]`` and ``[gateway]`` (the harness sets both un
 
 * ``to_book``     ts_book_wake - ts_ingest_pub (ZeroMQ transport until the book builder wakes)
 * ``book_wait``   ts_book_rx - ts_book_wake    (decode, and messages before it in the same read)
-* ``book_work``   ts_book_pub - ts_book_rx     (sequence check, apply, build, encode)
+* ``book_work``   ts_book_pub - ts_book_rx     (sequence check, apply, build, stamp)
 * ``to_gateway``, ``gateway_wait``, ``gateway_work`` likewise, up to ``ts_gw``
+
+A message published after the read that delivered it began (``ts_book_wake`` < its
+``ts_ingest_pub``) did not wake the process: its ``to_book`` is 0 and its ``book_wait`` counts
+from its publish. So the three parts always add up to the stage.
 
 The gateway's own counters (sent, dropped, conflated) come from the ``stats`` channel and are
 reported at ``start`` and ``stop``. Protocol: probe.py.
@@ -111,10 +115,10 @@ class WsProbe:
         if all(isinstance(t, int) for t in trace):
             book_wake, book_rx, gw_wake, gw_rx = trace
             st.record(f"{kind}.hop.to_book", book_wake - ing)
-            st.record(f"{kind}.hop.book_wait", book_rx - book_wake)
+            st.record(f"{kind}.hop.book_wait", book_rx - max(book_wake, ing))
             st.record(f"{kind}.hop.book_work", book - book_rx)
             st.record(f"{kind}.hop.to_gateway", gw_wake - book)
-            st.record(f"{kind}.hop.gateway_wait", gw_rx - gw_wake)
+            st.record(f"{kind}.hop.gateway_wait", gw_rx - max(gw_wake, book))
             st.record(f"{kind}.hop.gateway_work", gw - gw_rx)
 
     async def run(self) -> None:

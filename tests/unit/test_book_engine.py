@@ -625,28 +625,48 @@ def test_the_published_consolidated_bbo_is_always_the_current_one() -> None:
 def test_hop_trace_stamps_travel_on_what_the_message_caused_and_no_further() -> None:
     """With ``trace_hops`` the Subscriber stamps each ingest message ``ts_book_wake`` and
     ``ts_book_rx``: the bbo (venue and consolidated) and trades built from it carry them, so a
-    client can split the hop; a later message without them, or a depth build, carries none."""
-    engine, bus = make()
-    stamps = {"ts_book_wake": T0 + 3000, "ts_book_rx": T0 + 3010}
-    snap = book_msg("binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[100.5, 1.0]])
-    engine.on_message("binance", "book.binance.BTC-USDT", {**snap, **stamps})
-    for topic in ("bbo.binance.BTC-USDT", "bbo.all.BTC-USD"):
+    client can split the hop. What carries other source timestamps does not: a consolidated bbo
+    rebuilt because a reference book's rate moved, a book brought back by a heartbeat, a
+    message without stamps, a depth build."""
+    engine, bus = make({"USDT": "kraken:USDT-USD"})
+
+    def stamped(msg: dict[str, Any], n: int) -> dict[str, Any]:
+        return {**msg, "ts_book_wake": T0 + 3000 + n, "ts_book_rx": T0 + 3010 + n}
+
+    def trace(topic: str) -> tuple[Any, Any]:
         body = bus.last(topic)
-        assert (body["ts_book_wake"], body["ts_book_rx"]) == (T0 + 3000, T0 + 3010), topic
+        return body.get("ts_book_wake"), body.get("ts_book_rx")
+
+    snap = book_msg("binance", "BTC-USDT", "snapshot", [[100.0, 1.0]], [[100.5, 1.0]])
+    engine.on_message("binance", "book.binance.BTC-USDT", stamped(snap, 0))
+    assert trace("bbo.binance.BTC-USDT") == trace("bbo.all.BTC-USD") == (T0 + 3000, T0 + 3010)
     trade = {
         "v": 1,
         "epoch": "e",
         "seq": 1,
         "ts_pub": T0 + 2500,
+        "ts_recv": T0 + 1500,
         "venue": "binance",
         "symbol": "BTC-USDT",
         "trades": [{"price": 100.2, "size": 0.1, "side": "buy", "ts_exch": T0}],
     }
-    engine.on_message("binance", "trade.binance.BTC-USDT", {**trade, **stamps})
-    assert bus.last("trade.binance.BTC-USDT")["ts_book_rx"] == T0 + 3010
+    engine.on_message("binance", "trade.binance.BTC-USDT", stamped(trade, 1))
+    assert trace("trade.binance.BTC-USDT") == (T0 + 3001, T0 + 3011)
+    # the reference book's rate moves: BTC-USD is rebuilt with its own timestamps, unstamped
+    ref = book_msg("kraken", "USDT-USD", "snapshot", [[0.999, 1e6]], [[1.001, 1e6]], 7)
+    engine.on_message("kraken", "book.kraken.USDT-USD", stamped(ref, 7))
+    allb = bus.last("bbo.all.BTC-USD")
+    assert allb["ask"][0] == 100.5 * 1.0 and allb["ts_recv"] == T0 + 1000  # BTC's, not USDT's
+    assert trace("bbo.all.BTC-USD") == (None, None)
+    assert trace("bbo.kraken.USDT-USD") == (T0 + 3007, T0 + 3017)
+    # a heartbeat (stamped too) listing a new book: its group's first bbo is not stamped
+    listed = {"BTC-USDT": {"state": "live"}, "ETH-USDT": {"state": "syncing"}}
+    beat = {"type": "hb", "stats": {"venue_state": "live", "instruments": listed}}
+    engine.on_message("binance", "hb.ingest-binance", stamped(beat, 9))
+    assert bus.last("bbo.all.ETH-USD")["state"] == "syncing"
+    assert trace("bbo.all.ETH-USD") == (None, None)
     feed(engine, "binance", "BTC-USDT", "delta", [[100.25, 2.0]], [], 1)  # not stamped
-    body = bus.last("bbo.binance.BTC-USDT")
-    assert body["bid"] == [100.25, 2.0] and "ts_book_rx" not in body
-    assert "ts_book_rx" not in bus.last("bbo.all.BTC-USD")
+    assert bus.last("bbo.binance.BTC-USDT")["bid"] == [100.25, 2.0]
+    assert trace("bbo.binance.BTC-USDT") == trace("bbo.all.BTC-USD") == (None, None)
     bus.flush(engine)
     assert "ts_book_rx" not in bus.last("depth.binance.BTC-USDT")

@@ -66,6 +66,13 @@ def test_latest_and_republish_dedupe():
     assert s.update("depth.binance.BTC-USDT", depth(4, 101))
     assert s.bus_messages == {"depth": 4}
     assert not s.update("depth.binance", {})  # malformed topic
+    # trace_hops: receive stamps differ on every copy, and a resync's copy has none of the
+    # book builder's: still the same data
+    bbo = {**depth(5, 102), "ts_book_wake": 7, "ts_book_rx": 8, "ts_gw_wake": 9, "ts_gw_rx": 10}
+    assert s.update("bbo.binance.BTC-USDT", bbo)
+    again = {**depth(6, 102), "ts_gw_wake": 19, "ts_gw_rx": 20}
+    assert not s.update("bbo.binance.BTC-USDT", again)
+    assert s.duplicates == 2
 
 
 def test_trade_ring_and_dedupe():

@@ -41,7 +41,7 @@ def test_a_good_config_is_written(tmp_path, capsys):
         (
             binance(),
             {"book_extra": "trace_hops = 1"},
-            r"\[book\]: trace_hops must be true or false",
+            r"\[book\]: 'trace_hops' must be true or false",
         ),
     ],
 )

@@ -16,8 +16,9 @@ faults; the dialect only speaks the exchange's language:
 
 Dialect-specific faults (``checksum``) are listed in ``extra_faults`` and consumed in ``publish``
 with ``self.venue.faults.take(kind, symbol)``. A REST route takes its fault with
-``faults.take_rest``, answers ``rest429``/``rest500`` in the venue's words, and hands its answer
-to ``rest_answer``, which plays ``slow_snapshot`` and ``rest_malformed``.
+``faults.take_rest`` and answers ``rest429``/``rest500`` in the venue's words; a snapshot route
+hands its answer to ``rest_answer`` (``slow_snapshot``: the data of the moment asked, answered
+late), a metadata route sleeps before it builds its answer and passes it through ``cut_short``.
 """
 
 from __future__ import annotations
@@ -55,15 +56,23 @@ class HttpReply:
         return cls(status, orjson.dumps(obj), headers or [])
 
 
+def cut_short(reply: HttpReply, fault: RestFault | None) -> HttpReply:
+    """``reply`` with its body cut off half way if the fault is ``rest_malformed`` (a 200 that
+    cannot be parsed), else as is."""
+    if fault is None or fault.kind != "rest_malformed":
+        return reply
+    return HttpReply(
+        reply.status, reply.body[: len(reply.body) // 2], reply.headers, reply.content_type
+    )
+
+
 async def rest_answer(reply: HttpReply, fault: RestFault | None) -> HttpReply:
-    """``reply`` as an armed REST fault delivers it: ``slow_snapshot`` answers ``duration_s``
-    late, ``rest_malformed`` sends the body cut off half way (a 200 that cannot be parsed)."""
+    """A snapshot answer as an armed REST fault delivers it: ``slow_snapshot`` answers
+    ``duration_s`` late with the data of when it was asked (so it may be older than the stream
+    by then), ``rest_malformed`` cut short."""
     if fault is not None and fault.kind == "slow_snapshot":
         await asyncio.sleep(fault.duration_s)
-    elif fault is not None and fault.kind == "rest_malformed":
-        body = reply.body[: len(reply.body) // 2]
-        return HttpReply(reply.status, body, reply.headers, reply.content_type)
-    return reply
+    return cut_short(reply, fault)
 
 
 class Dialect(ABC):

@@ -17,8 +17,8 @@ Faults: ``gap`` (an update is applied but never sent: the clients that should ha
 ``sequence_num`` jump), ``seqgap`` (the next frame of a symbol skips one ``sequence_num``, no data
 lost), ``stall`` (frames are dropped, their numbers spent: the stream resumes with a jump),
 ``malformed`` (a truncated copy first, then the intact frame with the same number), ``disconnect``,
-``planned_close`` (no notice: Coinbase sends none), ``rest429``/``rest500``/``slow_snapshot`` on
-the products call. Not simulated: the subscribe deadline, JWT auth, rate limits, batching of
+``planned_close`` (no notice: Coinbase sends none), ``rest429``/``rest500``/``slow_snapshot``/
+``rest_malformed`` on the products call. Not simulated: the subscribe deadline, JWT auth, rate limits, batching of
 trades over 250 ms, other channels.
 """
 

@@ -36,7 +36,7 @@ from ..assets import Instrument
 from ..book import BookUpdate
 from ..clients import Client
 from . import register
-from .base import Dialect, HttpReply, Query, rest_answer
+from .base import Dialect, HttpReply, Query, cut_short
 from .kraken_wire import (
     DEFAULT_DEPTH,
     DEPTHS,
@@ -267,11 +267,15 @@ class KrakenDialect(Dialect):
                 return HttpReply.json(429, body, [("Retry-After", "1")])
             if fault.kind == "rest500":
                 return HttpReply.json(500, {"error": ["EService:Unavailable"]})
+            if fault.kind == "slow_snapshot":
+                await asyncio.sleep(fault.duration_s)  # then answers with what holds by then
         pairs = dict(asset_pair(self._as_printed(i)) for i in self.venue.instruments.values())
         wanted = [w for w in query.get("pair", "").split(",") if w]
         if wanted:
             by_name = {**pairs, **{v["altname"]: v for v in pairs.values()}}
             if any(w not in by_name for w in wanted):
-                return HttpReply.json(200, {"error": ["EQuery:Unknown asset pair"]})
+                return cut_short(
+                    HttpReply.json(200, {"error": ["EQuery:Unknown asset pair"]}), fault
+                )
             pairs = {k: v for k, v in pairs.items() if k in wanted or v["altname"] in wanted}
-        return await rest_answer(HttpReply.json(200, {"error": [], "result": pairs}), fault)
+        return cut_short(HttpReply.json(200, {"error": [], "result": pairs}), fault)

@@ -100,7 +100,7 @@ const raw = {
   tradeIds: new Map<string, true>(),
   tradeRate: new RateWindow(10_000),
   series: new Map<string, Series>(), // venue (or "all") -> mid/spread history
-  rates: new Map<string, number>(), // "venue:SYMBOL" -> its rate to the group's unit, as last given
+  rates: new Map<string, number>(), // quote -> its rate to the group's unit, as last given
   decimals: 2,
   sizeDecimals: 0,
   errors: [] as Array<{ at: number; code: string; message: string }>,
@@ -339,7 +339,7 @@ function rebuildVenues(now: number): void {
       ask,
       askSize: msg?.ask ? msg.ask[1] : null,
       mid: bid !== null && ask !== null ? (bid + ask) / 2 : null,
-      rate: m ? rateOf(venue, m.symbol) : 1,
+      rate: m ? rateOf(m.symbol) : 1,
       spreadBps: msg?.spread_bps ?? null,
       msgRate: typeof vs?.msg_rate === 'number' && venueState(venue) !== 'down' ? vs.msg_rate : null,
       lastMsgAge: typeof st?.last_msg_age_s === 'number' ? st.last_msg_age_s : null,
@@ -454,14 +454,16 @@ export function seriesVenues(): string[] {
 }
 
 /** The rate that converts a market's prices to its group's unit: what the consolidated book last
- * said (``conversion``), else 1. Kept while the market is left out, so its mid stays comparable. */
-function rateOf(venue: string, symbol: string): number {
-  return raw.rates.get(`${venue}:${symbol}`) ?? 1
+ * said for its quote (``conversion``; the rate depends on the quote only), else 1. Kept while
+ * markets of that quote are left out, so their mids stay comparable. */
+function rateOf(symbol: string): number {
+  return raw.rates.get(symbol.split('-')[1] ?? '') ?? 1
 }
 
 function noteRates(conversion: Conversion | undefined): void {
-  for (const [key, info] of Object.entries(conversion ?? {})) {
-    if (typeof info?.rate === 'number' && info.rate > 0) raw.rates.set(key, info.rate)
+  for (const info of Object.values(conversion ?? {})) {
+    if (typeof info?.quote === 'string' && typeof info.rate === 'number' && info.rate > 0)
+      raw.rates.set(info.quote, info.rate)
   }
 }
 
@@ -478,7 +480,7 @@ function addPoint(key: string, msg: BboMsg, t: number): void {
   }
   const bid = msg.bid[0]
   const ask = msg.ask[0]
-  const rate = key === 'all' ? 1 : rateOf(key, String(msg.symbol))
+  const rate = key === 'all' ? 1 : rateOf(String(msg.symbol))
   const mid = ((bid + ask) / 2) * rate
   if (!(mid > 0)) return
   let s = raw.series.get(key)
