@@ -32,8 +32,8 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
   value, trailing publish), ``bbo.all`` on every change of an included market's top of book, of
   inclusion or of a rate, and while crossed on every change of an included market's top N
   levels (``crossed_size`` reads them); each is published only when its content changed. Their ``ts_exch``,
-  ``ts_recv`` and ``ts_ingest_pub`` are those of the latest ingest message applied to an
-  included market of the group.
+  ``ts_recv`` and ``ts_ingest_pub`` are those of the newest data among the group's included
+  markets (the largest ``ts_recv``), as of the build.
 """
 
 from __future__ import annotations
@@ -298,20 +298,20 @@ def bbo_fields(sources: list[Source], n: int) -> dict[str, Any]:
 class Group:
     """The markets of one consolidated book and what was last published for it."""
 
-    __slots__ = ("_split", "cross", "members", "name", "ts", "unit")
+    __slots__ = ("_split", "cross", "members", "name", "unit")
 
     def __init__(self, name: str, unit: str) -> None:
         self.name = name
         self.unit = unit
         self.members: dict[str, Mirror] = {}  # market key -> mirror
-        self.ts: Timestamps = (None, None, None)
         # (best ask, best bid) as last built if crossed: crossed_size then depends on the levels
         # between them, not only on the best prices
         self.cross: tuple[float, float] | None = None
         self._split: tuple[list[Source], list[str], dict[str, str], dict[str, Any]] | None = None
 
     def latest_ts(self) -> Timestamps:
-        """The timestamps of the included market that received the latest message."""
+        """The timestamps of the included market whose data is the newest (largest ``ts_recv``):
+        read at each build, so a market that comes back or leaves counts at once."""
         best: Timestamps = (None, None, None)
         for m in self.members.values():
             if m.live and (m.ts[1] or 0) > (best[1] or 0):

@@ -438,10 +438,6 @@ class Engine:
             # book, a rate its own group may convert by (an inverse one: USD-USDT)
             group.invalidate()
         if group is not None and (after[0] == LIVE or state_changed):
-            if measure and after[0] == LIVE:
-                group.ts = m.ts
-            elif after[0] != LIVE:  # it left: the group's timestamps are its included markets'
-                group.ts = group.latest_ts()
             if depth:
                 self.touch(f"depth.all.{group.name}")
             # crossed_size reads the crossing levels of every market: while crossed, a change
@@ -496,11 +492,11 @@ class Engine:
 
     def group_depth(self, group: Group) -> dict[str, Any]:
         body = group.depth_body(self._rate_fn(group), self.settings.depth)
-        return _stamp(body, group.ts)
+        return _stamp(body, group.latest_ts())
 
     def group_bbo(self, group: Group) -> dict[str, Any]:
         body = group.bbo_body(self._rate_fn(group), self.settings.depth)
-        return _stamp(body, group.ts)
+        return _stamp(body, group.latest_ts())
 
     def _group_bbo(self, group: Group) -> None:
         topic = f"bbo.all.{group.name}"
@@ -509,7 +505,7 @@ class Engine:
         key = tuple(body.values())  # before the timestamps are stamped
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
-            self._send(topic, _stamp(body, group.ts))
+            self._send(topic, _stamp(body, group.latest_ts()))
 
     def depth_topics(self) -> list[str]:
         """Every ``depth.*`` topic the engine can build."""

@@ -532,6 +532,25 @@ def test_group_timestamps_are_those_of_a_market_still_included() -> None:
     assert (b["ts_exch"], b["ts_recv"]) == (T0 + 1, T0 + 1001)  # kraken's, not binance's
 
 
+def test_a_market_back_from_down_brings_its_timestamps_into_its_group() -> None:
+    """A venue that comes back on a heartbeat (no book message) is included again: the group's
+    messages carry its timestamps when they are the newest, at once (they were null or another
+    venue's older ones)."""
+    engine, bus = make()
+    feed(engine, "binance", "BTC-USDT", "snapshot", [[98.0, 1.0]], [[101.0, 1.0]], 0)
+    feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 1.0]], [[100.0, 1.0]], 5)
+    bus.now += 10
+    hb(engine, "binance")
+    engine.tick()  # kraken silent: down, out of the group
+    b = bus.last("bbo.all.BTC-USD")
+    assert b["venues"] == ["binance"] and b["ts_recv"] == T0 + 1000
+    hb(engine, "kraken")  # back
+    b = bus.last("bbo.all.BTC-USD")
+    assert b["bid"] == [99.0, 1.0, "kraken"] and b["ts_recv"] == T0 + 1005
+    bus.flush(engine)
+    assert bus.last("depth.all.BTC-USD")["ts_recv"] == T0 + 1005
+
+
 def _without_ts(body: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if body is None else {k: v for k, v in body.items() if not k.startswith("ts_")}
 
