@@ -8,8 +8,10 @@ Every problem is reported as a ``ConfigError`` naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,12 @@ VENUE_KEYS = frozenset(
     | {"record_dir", "symbols_off"}
     | {"sim_port", "sim_levels"}  # read by the simulator (services/simulator/config.py)
 )
+SIMULATOR_KEYS = frozenset(
+    {"enabled", "host", "control_port", "rate", "trade_ratio", "seed", "faults"}
+)  # the rest of [simulator] is checked by the simulator (services/simulator/config.py)
+# a venue names supervisord programs, log files and bus topics (``kind.venue.symbol``)
+VENUE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+RESERVED_VENUE_NAMES = frozenset({"all", "book", "gateway", "simulator"})
 REALTIME_SERVICES = ("ingest", "book", "gateway")
 MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "demo.toml"
@@ -80,6 +88,7 @@ class Config:
     raw: dict[str, Any]
     realtime_priority: int = 0  # [scheduling]: SCHED_FIFO priority, 0 = off
     realtime_services: tuple[str, ...] = REALTIME_SERVICES
+    overrides: tuple[str, ...] = ()  # the FLOWBOOK_* variables applied over the file
 
     def realtime_priority_for(self, service: str) -> int:
         """The SCHED_FIFO priority ``service`` (ingest, book, gateway) should run at, 0 = none."""
@@ -187,6 +196,11 @@ def _check_ports(path: Path, taken: list[tuple[str, str | tuple[str, int]]]) -> 
 
 def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
     where = f"{path} [venues.{name}]"
+    if not VENUE_NAME_RE.fullmatch(name) or name in RESERVED_VENUE_NAMES:
+        raise ConfigError(
+            f"{where}: a venue name is 1-32 lower-case letters, digits, '-' or '_' (it names bus"
+            f" topics, programs and logs), and not one of {', '.join(sorted(RESERVED_VENUE_NAMES))}"
+        )
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     bases = take_key(table, "bases", list, where)
@@ -264,11 +278,17 @@ def load(
     data = read_toml(path)
     overrides = apply_env_overrides(data, environ)
     try:
-        return _validate(path, data)
+        return dataclasses.replace(_validate(path, data), overrides=tuple(overrides))
     except ConfigError as exc:
-        if not overrides:
-            raise
-        raise ConfigError(f"{exc} (with the environment's {', '.join(overrides)})") from None
+        raise with_overrides(exc, overrides) from None
+
+
+def with_overrides(exc: ConfigError, overrides: list[str] | tuple[str, ...]) -> ConfigError:
+    """``exc`` naming the environment overrides in force: the file alone may not show the
+    value it complains about."""
+    if not overrides:
+        return exc
+    return ConfigError(f"{exc} (with the environment's {', '.join(overrides)})")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -321,6 +341,9 @@ def _validate(path: Path, data: dict[str, Any]) -> Config:
         if v.enabled:
             taken += [(f"venues.{v.name}.pub", v.pub), (f"venues.{v.name}.control", v.control)]
     sim = data.get("simulator", {})
+    # the simulator checks the rest when it is enabled; a typo is an error even when it is not
+    reject_unknown_keys(sim, SIMULATOR_KEYS, f"{path} [simulator]")
+    take_key(sim, "enabled", bool, f"{path} [simulator]", False)
     if sim.get("enabled", False) is True:  # as supervise reads it: no table, no simulator
         sim_host = sim.get("host", "127.0.0.1")
         control_port = sim.get("control_port", 9100)

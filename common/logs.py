@@ -6,8 +6,10 @@ import logging
 import os
 
 
-def setup_logging(service: str) -> None:
-    name = os.environ.get("FLOWBOOK_LOG_LEVEL", "INFO").upper()
+def setup_logging(service: str, level_name: str | None = None) -> None:
+    """``level_name`` (default: ``$FLOWBOOK_LOG_LEVEL``, else INFO); one that is not a level is
+    warned about and INFO used, so a typo does not stop the process."""
+    name = (level_name or os.environ.get("FLOWBOOK_LOG_LEVEL") or "INFO").upper()
     level = logging.getLevelNamesMapping().get(name)
     logging.basicConfig(
         level=logging.INFO if level is None else level,
@@ -15,7 +17,7 @@ def setup_logging(service: str) -> None:
     )
     if level is None:
         logging.getLogger("flowbook").warning(
-            "FLOWBOOK_LOG_LEVEL=%r is not a log level (DEBUG, INFO, WARNING, ERROR): INFO", name
+            "log level %r is not one of DEBUG, INFO, WARNING, ERROR: INFO", name
         )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -13,11 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from common.config import Config, ConfigError, load
+from common.config import Config, ConfigError, load, with_overrides
 from services.book.app import settings_from as book_settings_from
 from services.gateway.settings import from_config as gateway_settings_from
 from services.ingest.runner import load_plugin
 from services.simulator.config import load_config as load_simulator_config
+from services.simulator.engine import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -93,7 +94,8 @@ def banner(cfg: Config, conf: Path, run_dir: Path) -> str:
         lines.append(f"  ingest {v.name:<13}PUB {v.pub}  ROUTER {v.control}  <- {v.ws_url}")
     if cfg.simulator.get("enabled"):
         lines.append(
-            f"  simulator control http://127.0.0.1:{cfg.simulator.get('control_port', 9100)}/sim/stats"
+            f"  simulator control http://{cfg.simulator.get('host', '127.0.0.1')}:"
+            f"{cfg.simulator.get('control_port', 9100)}/sim/stats"
         )
     lines.append(f"  status: .venv/bin/supervisorctl -c {_shown(conf)} status")
     lines.append(f"  logs:   {_shown(run_dir)}/log/<program>.log")
@@ -107,6 +109,8 @@ def check(cfg: Config) -> None:
     if not venues:
         raise ConfigError(f"{cfg.path}: no venue is enabled (a [venues.<name>] table)")
     for venue in venues:
+        if not venue.rest_url:  # every plugin reads its instruments over REST
+            raise ConfigError(f"{cfg.path} [venues.{venue.name}]: missing required key 'rest_url'")
         try:
             load_plugin(venue)  # its own keys too
         except ConfigError as exc:
@@ -114,7 +118,11 @@ def check(cfg: Config) -> None:
     book_settings_from(cfg)
     gateway_settings_from(cfg)
     if cfg.simulator.get("enabled", False):
-        load_simulator_config(cfg.path)
+        sim = load_simulator_config(cfg.path)
+        try:
+            Simulator(sim)  # its venues and [[simulator.faults]] schedule; no socket opened
+        except (ValueError, LookupError) as exc:
+            raise ConfigError(f"{cfg.path} [simulator]: {exc}") from None
 
 
 def _shown(path: Path) -> str:
@@ -135,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default=str(ROOT / "run"))
     args = ap.parse_args(argv)
     default = DEPLOY / ("flowbook.toml" if args.action == "run" else "demo.toml")
+    cfg: Config | None = None
     try:
         cfg = load(args.config or os.environ.get("FLOWBOOK_CONFIG") or default)
         check(cfg)
     except ConfigError as exc:
+        if cfg is not None and str(exc).find("(with the environment's") < 0:
+            exc = with_overrides(exc, cfg.overrides)
         print(f"flowbook: {exc}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir)

@@ -50,12 +50,18 @@ def settings_from(cfg: Config) -> Settings:
     trace = book.options.get("trace_hops", False)
     if not isinstance(trace, bool):
         raise ConfigError(f"{where}: 'trace_hops' must be true or false, got {trace!r}")
-    names = {v.name for v in cfg.enabled_venues()}
-    if "all" in names:
-        raise ConfigError(f"{cfg.path}: 'all' is reserved for consolidated books, not a venue")
+    venues = {v.name: v for v in cfg.enabled_venues()}
     for ref in refs.values():
-        if ref.venue not in names:
+        v = venues.get(ref.venue)
+        if v is None:
             log.warning("reference %s: venue %s is not enabled; 1:1 instead", ref.quote, ref.venue)
+        elif ref.base_of_book not in v.bases or ref.quote_of_book != v.quote:
+            raise ConfigError(
+                f"{where} reference: {ref.venue} does not carry {ref.symbol} (its markets are"
+                f" {', '.join(v.bases)} in {v.quote}): add {ref.base_of_book!r} to"
+                f" [venues.{ref.venue}] bases"
+                + ("" if ref.quote_of_book == v.quote else f", quoted in {ref.quote_of_book}")
+            )
     return Settings(
         depth=book.depth,
         stale_after_s=book.stale_after_s,

@@ -348,7 +348,7 @@ class GatewayCollector:
             ("gaps", "Seq gaps in what the gateway received from the book builder (its SUB high-"
              "water mark, a restart); depth/bbo are complete, so a gap is a missed step."),
             ("resyncs", "Resyncs the gateway asked the book builder for."),
-            ("lost_trades", "Trades the gateway never received (gaps on trade topics)."),
+            ("lost_trades", "Trade messages the gateway missed (seq gaps on trade topics)."),
             ("decode_errors", "Bus frames the gateway could not decode."),
         ):  # fmt: skip
             c = CounterMetricFamily(f"flowbook_gateway_bus_{key}", help_)

@@ -18,6 +18,7 @@ import signal
 import sys
 
 from common import aio
+from common.logs import setup_logging
 
 from .config import load_config
 from .engine import Simulator
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--venues", help="comma-separated venues to serve (default: all enabled)")
     p.add_argument("--control-port", type=int, help="override [simulator] control_port (0: any)")
     p.add_argument("--rate", type=float, help="override [simulator] rate (updates/s per venue)")
-    p.add_argument("--log-level", default="INFO", help="default: %(default)s")
+    p.add_argument("--log-level", help="default: $FLOWBOOK_LOG_LEVEL, else INFO")
     p.add_argument("--replay", nargs="+", metavar="REC", help="serve these recording files")
     p.add_argument("--speed", type=float, default=1.0, help="replay pace factor, 0: max speed")
     return p.parse_args(argv)
@@ -79,11 +80,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging("simulator", args.log_level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         return aio.run(amain(args))

@@ -7,17 +7,24 @@ with the same rules as ``common.config``: errors name the file and the key, unkn
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, read_toml, reject_unknown_keys, take_key
+from common.config import (
+    SIMULATOR_KEYS,
+    ConfigError,
+    apply_env_overrides,
+    read_toml,
+    reject_unknown_keys,
+    take_key,
+    with_overrides,
+)
 
 __all__ = ["ConfigError", "SimConfig", "VenueSpec", "load_config"]
 
-SIMULATOR_KEYS = frozenset(
-    {"enabled", "host", "control_port", "rate", "trade_ratio", "seed", "faults"}
-)
+FAULT_KEYS = frozenset({"at_s", "venue", "kind", "symbol", "duration_s", "count"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,11 @@ def _simulator(doc: dict[str, Any], where: str) -> SimConfig:
     faults = take_key(sim, "faults", list, where, [])
     if not all(isinstance(f, dict) for f in faults):
         raise ConfigError(f"{where}: 'faults' must be tables ([[simulator.faults]])")
+    for i, fault in enumerate(faults):
+        at = f"{where} faults[{i}]"
+        reject_unknown_keys(fault, FAULT_KEYS, at)
+        if take_key(fault, "at_s", float, at, 0.0) < 0:
+            raise ConfigError(f"{at}: 'at_s' must be >= 0")
     cfg = SimConfig(
         host=take_key(sim, "host", str, where, "127.0.0.1"),
         control_port=_port(sim, "control_port", where, 9100),
@@ -109,8 +121,12 @@ def load_config(
     """Read the file; ``venues`` (if given) selects among the enabled venues with a sim_port."""
     path = Path(path)
     doc = read_toml(path)
-    cfg = _simulator(doc, str(path))
-    servable = _servable(doc, path)
+    overrides = apply_env_overrides(doc, dict(os.environ))  # as every other program does
+    try:
+        cfg = _simulator(doc, str(path))
+        servable = _servable(doc, path)
+    except ConfigError as exc:
+        raise with_overrides(exc, overrides) from None
     if venues:
         unknown = [v for v in venues if v not in servable]
         if unknown:

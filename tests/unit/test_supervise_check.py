@@ -73,3 +73,80 @@ def test_another_run_dir_gets_a_supervisord_conf_that_points_there(tmp_path):
     assert conf.parent == tmp_path and "%(here)s/../run" not in text
     assert f"files = {tmp_path.resolve()}/programs.conf" in text
     assert f"file={tmp_path.resolve()}/supervisor.sock" in text
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        # a typo in [simulator] is found even though it leaves the simulator off
+        (("enabled = true", "enabeld = true"), r"\[simulator\]: unknown key\(s\) enabeld"),
+        # a fault schedule the simulator would refuse at every start
+        (
+            (
+                "seed = 11",
+                'seed = 11\n[[simulator.faults]]\nat_s = 5\nvenue = "binance"\nkind = "nope"',
+            ),
+            r"\[simulator\]: unknown fault kind 'nope'",
+        ),
+        (
+            (
+                "seed = 11",
+                'seed = 11\n[[simulator.faults]]\nat = 5\nvenue = "binance"\nkind = "gap"',
+            ),
+            r"\[simulator\] faults\[0\]: unknown key\(s\) at",
+        ),
+        # every plugin reads its instruments over REST
+        (
+            ('rest_url = "http://127.0.0.1:19101"\n', ""),
+            r"\[venues.binance\]: missing required key 'rest_url'",
+        ),
+        # a venue name becomes topics, programs and log files
+        (
+            ("[venues.binance]", "[venues.Binance]"),
+            r"\[venues.Binance\]: a venue name is 1-32 lower-case",
+        ),
+        (("[venues.binance]", "[venues.gateway]"), r"not one of all, book, gateway, simulator"),
+    ],
+)
+def test_config_mistakes_found_before_any_program_starts(tmp_path, capsys, edit, error):
+    path = config(tmp_path, binance())
+    text = path.read_text()
+    assert edit[0] in text, edit
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    assert write(tmp_path, path) == 2
+    err = capsys.readouterr().err
+    assert re.search(error, err), err
+
+
+def test_an_error_caused_by_an_environment_override_names_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLOWBOOK_GATEWAY__MAX_CLIENTS", "0")
+    assert write(tmp_path, config(tmp_path, binance())) == 2
+    err = capsys.readouterr().err
+    assert "'max_clients' must be a positive integer" in err
+    assert "(with the environment's FLOWBOOK_GATEWAY__MAX_CLIENTS)" in err
+
+
+def test_a_reference_book_the_venue_does_not_carry_is_an_error(tmp_path, capsys):
+    kraken = venue_section("kraken", sim_port=19104, quote="USD", bases=["BTC"])
+    path = config(tmp_path, binance() + kraken, book_extra='reference = {USDT = "kraken:USDT-USD"}')
+    assert write(tmp_path, path) == 2
+    err = capsys.readouterr().err
+    assert "kraken does not carry USDT-USD" in err and "add 'USDT' to [venues.kraken] bases" in err
+    kraken = venue_section("kraken", sim_port=19104, quote="USD", bases=["BTC", "USDT"])
+    path = config(tmp_path, binance() + kraken, book_extra='reference = {USDT = "kraken:USDT-USD"}')
+    # live venues (the simulator has no USDT-USD market: that it says before starting too)
+    path.write_text(path.read_text().replace("enabled = true", "enabled = false", 1))
+    assert write(tmp_path, path) == 0
+
+
+def test_the_simulator_reads_environment_overrides_like_every_program(tmp_path, monkeypatch):
+    from services.simulator.config import load_config
+
+    path = config(tmp_path, binance())
+    monkeypatch.setenv("FLOWBOOK_SIMULATOR__RATE", "500")
+    monkeypatch.setenv("FLOWBOOK_VENUES__BINANCE__SIM_PORT", "19555")
+    cfg = load_config(path)
+    assert cfg.rate == 500.0 and [v.port for v in cfg.venues] == [19555]
+    monkeypatch.setenv("FLOWBOOK_SIMULATOR__RATE", "fast")
+    with pytest.raises(supervise.ConfigError, match="FLOWBOOK_SIMULATOR__RATE"):
+        load_config(path)
