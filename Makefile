@@ -12,7 +12,8 @@ BENCH_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@# a venv that python3 -m venv left half-made (no python3-venv on Debian) is made again
-	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null 2>&1 \
+	  || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -22,7 +23,7 @@ install: $(STAMP)
 # The dashboard (Vue 3 + TypeScript + Vite), served by the gateway from $(WEB)/dist.
 $(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)' \
-	  || { echo "the dashboard needs Node.js >= 20.19 (Vite 8); this is $$(node --version 2>/dev/null || echo none): see the README"; exit 1; }
+	  || { echo "the dashboard needs Node.js 20.19+ or 22.12+ (Vite 8); this is $$(node --version 2>/dev/null || echo none): see the README"; exit 1; }
 	cd $(WEB) && npm ci --no-audit --no-fund
 	touch $@
 

@@ -33,7 +33,7 @@ SIMULATOR_KEYS = frozenset(
 )  # the rest of [simulator] is checked by the simulator (services/simulator/config.py)
 # a venue names supervisord programs, log files and bus topics (``kind.venue.symbol``)
 VENUE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-RESERVED_VENUE_NAMES = frozenset({"all", "book", "gateway", "simulator"})
+RESERVED_VENUE_NAMES = frozenset({"all", "book", "gateway", "simulator", "supervisord"})
 REALTIME_SERVICES = ("ingest", "book", "gateway")
 MAX_REALTIME_PRIORITY = 49  # 50 and up would preempt the kernel's threaded interrupt handlers
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "demo.toml"
@@ -198,8 +198,9 @@ def _venue(name: str, table: dict[str, Any], path: Path) -> VenueConfig:
     where = f"{path} [venues.{name}]"
     if not VENUE_NAME_RE.fullmatch(name) or name in RESERVED_VENUE_NAMES:
         raise ConfigError(
-            f"{where}: a venue name is 1-32 lower-case letters, digits, '-' or '_' (it names bus"
-            f" topics, programs and logs), and not one of {', '.join(sorted(RESERVED_VENUE_NAMES))}"
+            f"{where}: a venue name is 1-32 lower-case letters, digits, '-' or '_', starting with"
+            f" a letter or digit (it names bus topics, programs and logs), and not one of"
+            f" {', '.join(sorted(RESERVED_VENUE_NAMES))}"
         )
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")

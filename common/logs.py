@@ -9,6 +9,7 @@ import os
 def setup_logging(service: str, level_name: str | None = None) -> None:
     """``level_name`` (default: ``$FLOWBOOK_LOG_LEVEL``, else INFO); one that is not a level is
     warned about and INFO used, so a typo does not stop the process."""
+    source = "--log-level" if level_name else "FLOWBOOK_LOG_LEVEL"
     name = (level_name or os.environ.get("FLOWBOOK_LOG_LEVEL") or "INFO").upper()
     level = logging.getLevelNamesMapping().get(name)
     logging.basicConfig(
@@ -17,7 +18,7 @@ def setup_logging(service: str, level_name: str | None = None) -> None:
     )
     if level is None:
         logging.getLogger("flowbook").warning(
-            "log level %r is not one of DEBUG, INFO, WARNING, ERROR: INFO", name
+            "%s=%r is not a log level (DEBUG, INFO, WARNING, ERROR): INFO", source, name
         )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)

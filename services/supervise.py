@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ from common.config import Config, ConfigError, load, with_overrides
 from services.book.app import settings_from as book_settings_from
 from services.gateway.settings import from_config as gateway_settings_from
 from services.ingest.runner import load_plugin
+from services.simulator.config import SimConfig
 from services.simulator.config import load_config as load_simulator_config
 from services.simulator.engine import Simulator
+from services.simulator.faults import parse_fault
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -109,8 +112,6 @@ def check(cfg: Config) -> None:
     if not venues:
         raise ConfigError(f"{cfg.path}: no venue is enabled (a [venues.<name>] table)")
     for venue in venues:
-        if not venue.rest_url:  # every plugin reads its instruments over REST
-            raise ConfigError(f"{cfg.path} [venues.{venue.name}]: missing required key 'rest_url'")
         try:
             load_plugin(venue)  # its own keys too
         except ConfigError as exc:
@@ -118,11 +119,28 @@ def check(cfg: Config) -> None:
     book_settings_from(cfg)
     gateway_settings_from(cfg)
     if cfg.simulator.get("enabled", False):
-        sim = load_simulator_config(cfg.path)
+        _check_simulated(cfg.path, load_simulator_config(cfg.path))
+
+
+def _check_simulated(path: Path, sim: SimConfig) -> None:
+    """Each simulated venue can be built (its dialect serves those markets) and each entry of
+    the ``[[simulator.faults]]`` schedule applies to one of them. Builds the venues' books, as
+    the simulator will (no socket is opened)."""
+    venues = {}
+    for spec in sim.venues:
         try:
-            Simulator(sim)  # its venues and [[simulator.faults]] schedule; no socket opened
+            venues.update(Simulator(dataclasses.replace(sim, venues=[spec], faults=[])).venues)
         except (ValueError, LookupError) as exc:
-            raise ConfigError(f"{cfg.path} [simulator]: {exc}") from None
+            raise ConfigError(
+                f"{path} [venues.{spec.name}]: the simulator cannot serve it: {exc}"
+            ) from None
+    symbols = {name: v.symbols for name, v in venues.items()}
+    for i, fault in enumerate(sim.faults):
+        try:
+            req = parse_fault(fault, symbols)
+            venues[req.venue].check(req)
+        except ValueError as exc:
+            raise ConfigError(f"{path} [simulator] faults[{i}]: {exc}") from None
 
 
 def _shown(path: Path) -> str:

@@ -32,8 +32,9 @@ The contract of ``depth.all.<GROUP>`` and ``bbo.all.<GROUP>``, written once:
   value, trailing publish), ``bbo.all`` on every change of an included market's top of book, of
   inclusion or of a rate, and while crossed on every change of an included market's top N
   levels (``crossed_size`` reads them); each is published only when its content changed. Their ``ts_exch``,
-  ``ts_recv`` and ``ts_ingest_pub`` are those of the newest data among the group's included
-  markets (the largest ``ts_recv``), as of the build.
+  ``ts_recv`` and ``ts_ingest_pub``: a ``bbo.all`` built on an included market's update carries
+  that update's; any other build (a market back or leaving, a rate moving, ``depth.all``, a
+  resync) those of the newest data among the included markets (the largest ``ts_recv``).
 """
 
 from __future__ import annotations

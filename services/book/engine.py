@@ -443,7 +443,9 @@ class Engine:
             # crossed_size reads the crossing levels of every market: while crossed, a change
             # there counts even if no best price moved
             if top_changed or (depth and crossing and group.cross is not None):
-                self._group_bbo(group)
+                # built on this market's update: its timestamps (it may be older than another
+                # member's newest data, when the venues' messages arrive out of order)
+                self._group_bbo(group, m.ts if measure and after[0] == LIVE else None)
         if quote is not None:
             self.rates.observe(quote)
             self._rate_changed(quote)
@@ -498,14 +500,16 @@ class Engine:
         body = group.bbo_body(self._rate_fn(group), self.settings.depth)
         return _stamp(body, group.latest_ts())
 
-    def _group_bbo(self, group: Group) -> None:
+    def _group_bbo(self, group: Group, ts: Timestamps | None = None) -> None:
+        """Build and publish ``bbo.all`` if its content changed, stamped with ``ts`` (the
+        update that caused it), else with the group's newest data (``latest_ts``)."""
         topic = f"bbo.all.{group.name}"
         body = group.bbo_body(self._rate_fn(group), self.settings.depth)
         group.cross = (body["ask"][0], body["bid"][0]) if body["crossed"] else None
         key = tuple(body.values())  # before the timestamps are stamped
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
-            self._send(topic, _stamp(body, group.latest_ts()))
+            self._send(topic, _stamp(body, group.latest_ts() if ts is None else ts))
 
     def depth_topics(self) -> list[str]:
         """Every ``depth.*`` topic the engine can build."""

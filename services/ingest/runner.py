@@ -79,7 +79,10 @@ def load_plugin(cfg: VenueConfig) -> VenuePlugin:
             f' a venue named otherwise sets plugin = "<one of them>")'
         )
     module = importlib.import_module(f"services.ingest.venues.{name}")
-    return module.PLUGIN(cfg)
+    plugin = module.PLUGIN(cfg)
+    if not cfg.rest_url:  # every plugin reads its instruments (and most their books) over REST
+        raise ConfigError(f"[venues.{cfg.name}]: missing required key 'rest_url'")
+    return plugin
 
 
 class IngestRunner:

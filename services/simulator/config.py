@@ -125,15 +125,16 @@ def load_config(
     try:
         cfg = _simulator(doc, str(path))
         servable = _servable(doc, path)
+        if venues:
+            unknown = [v for v in venues if v not in servable]
+            if unknown:
+                raise ConfigError(
+                    f"venues {unknown} are not enabled with a sim_port in {path} "
+                    f"(servable: {sorted(servable)})"
+                )
     except ConfigError as exc:
         raise with_overrides(exc, overrides) from None
     if venues:
-        unknown = [v for v in venues if v not in servable]
-        if unknown:
-            raise ConfigError(
-                f"venues {unknown} are not enabled with a sim_port in {path} "
-                f"(servable: {sorted(servable)})"
-            )
         cfg.venues = [servable[v] for v in venues]
         cfg.explicit_venues = True
     else:

@@ -70,7 +70,11 @@ def parse_fault(obj: object, symbols_by_venue: dict[str, Iterable[str]]) -> Faul
     if kind not in KINDS:
         raise FaultError(f"unknown fault kind {kind!r}; known: {list(KINDS)}")
     if symbol is not None and symbol not in set(symbols_by_venue[venue]):
-        raise FaultError(f"unknown symbol {symbol!r} for venue {venue!r}")
+        known = sorted(symbols_by_venue[venue])
+        raise FaultError(
+            f"unknown symbol {symbol!r} for venue {venue!r} (as the venue writes them: "
+            f"{', '.join(known[:4])}{', ...' if len(known) > 4 else ''})"
+        )
     try:
         duration = float(obj.get("duration_s", 5.0))
         count = int(obj.get("count", 1))

@@ -137,7 +137,7 @@ def test_books_bbo_depth_and_consolidated_with_timestamps() -> None:
     ]
     assert allb["venues"] == ["binance", "kraken"] and allb["excluded"] == {}
     assert allb["conversion"]["binance:BTC-USDT"] == {"quote": "USDT", "rate": 1.0, "source": "1:1"}
-    assert allb["ts_recv"] == T0 + 1001  # the latest message applied to the group
+    assert allb["ts_recv"] == T0 + 1001  # the group's newest data (kraken's)
     ball = bus.last("bbo.all.BTC-USD")
     assert ball["bid"] == [100.0, 1.5, "binance"] and ball["crossed"] is False
 
@@ -535,7 +535,9 @@ def test_group_timestamps_are_those_of_a_market_still_included() -> None:
 def test_a_market_back_from_down_brings_its_timestamps_into_its_group() -> None:
     """A venue that comes back on a heartbeat (no book message) is included again: the group's
     messages carry its timestamps when they are the newest, at once (they were null or another
-    venue's older ones)."""
+    venue's older ones). A bbo.all built on one market's update carries that update's
+    timestamps, even when another member's data is newer (venues' messages arrive out of
+    order)."""
     engine, bus = make()
     feed(engine, "binance", "BTC-USDT", "snapshot", [[98.0, 1.0]], [[101.0, 1.0]], 0)
     feed(engine, "kraken", "BTC-USD", "snapshot", [[99.0, 1.0]], [[100.0, 1.0]], 5)
@@ -549,6 +551,9 @@ def test_a_market_back_from_down_brings_its_timestamps_into_its_group() -> None:
     assert b["bid"] == [99.0, 1.0, "kraken"] and b["ts_recv"] == T0 + 1005
     bus.flush(engine)
     assert bus.last("depth.all.BTC-USD")["ts_recv"] == T0 + 1005
+    feed(engine, "binance", "BTC-USDT", "delta", [[99.5, 2.0]], [], 2)  # read before kraken's
+    b = bus.last("bbo.all.BTC-USD")
+    assert b["bid"] == [99.5, 2.0, "binance"] and b["ts_recv"] == T0 + 1002
 
 
 def _without_ts(body: dict[str, Any] | None) -> dict[str, Any] | None:

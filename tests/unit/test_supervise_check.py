@@ -86,7 +86,7 @@ def test_another_run_dir_gets_a_supervisord_conf_that_points_there(tmp_path):
                 "seed = 11",
                 'seed = 11\n[[simulator.faults]]\nat_s = 5\nvenue = "binance"\nkind = "nope"',
             ),
-            r"\[simulator\]: unknown fault kind 'nope'",
+            r"\[simulator\] faults\[0\]: unknown fault kind 'nope'",
         ),
         (
             (
@@ -105,7 +105,10 @@ def test_another_run_dir_gets_a_supervisord_conf_that_points_there(tmp_path):
             ("[venues.binance]", "[venues.Binance]"),
             r"\[venues.Binance\]: a venue name is 1-32 lower-case",
         ),
-        (("[venues.binance]", "[venues.gateway]"), r"not one of all, book, gateway, simulator"),
+        (
+            ("[venues.binance]", "[venues.gateway]"),
+            r"not one of all, book, gateway, simulator, supervisord",
+        ),
     ],
 )
 def test_config_mistakes_found_before_any_program_starts(tmp_path, capsys, edit, error):
@@ -134,9 +137,24 @@ def test_a_reference_book_the_venue_does_not_carry_is_an_error(tmp_path, capsys)
     assert "kraken does not carry USDT-USD" in err and "add 'USDT' to [venues.kraken] bases" in err
     kraken = venue_section("kraken", sim_port=19104, quote="USD", bases=["BTC", "USDT"])
     path = config(tmp_path, binance() + kraken, book_extra='reference = {USDT = "kraken:USDT-USD"}')
-    # live venues (the simulator has no USDT-USD market: that it says before starting too)
-    path.write_text(path.read_text().replace("enabled = true", "enabled = false", 1))
+    # the simulator has no USDT-USD market: make demo says so, naming the venue
+    assert write(tmp_path, path) == 2
+    err = capsys.readouterr().err
+    assert "[venues.kraken]: the simulator cannot serve it" in err and "'USDT'" in err
+    path.write_text(path.read_text().replace("enabled = true", "enabled = false", 1))  # live
     assert write(tmp_path, path) == 0
+
+
+def test_a_fault_on_a_symbol_spelled_the_flowbook_way_says_how_the_venue_spells_it(
+    tmp_path, capsys
+):
+    path = config(tmp_path, binance())
+    fault = '\n[[simulator.faults]]\nat_s = 5\nvenue = "binance"\nkind = "gap"\nsymbol = "BTC-USDT"'
+    path.write_text(path.read_text().replace("seed = 11", "seed = 11" + fault, 1))
+    assert write(tmp_path, path) == 2
+    err = capsys.readouterr().err
+    assert "[simulator] faults[0]: unknown symbol 'BTC-USDT' for venue 'binance'" in err
+    assert "(as the venue writes them: BTCUSDT)" in err
 
 
 def test_the_simulator_reads_environment_overrides_like_every_program(tmp_path, monkeypatch):
