@@ -11,7 +11,8 @@ BENCH_ARGS ?=
 .PHONY: install web browser demo run test test-fast lint fmt bench soak status clean
 
 $(STAMP): pyproject.toml
-	@# a venv that python3 -m venv left half-made (no python3-venv on Debian) is made again
+	@# a venv without pip gets it (ensurepip); one python3 -m venv left half-made (no
+	@# python3-venv on Debian: no ensurepip either) is made again
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null 2>&1 \
 	  || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -129,11 +129,18 @@ def _check_simulated(path: Path, sim: SimConfig) -> None:
     venues = {}
     for spec in sim.venues:
         try:
-            venues.update(Simulator(dataclasses.replace(sim, venues=[spec], faults=[])).venues)
+            built = Simulator(dataclasses.replace(sim, venues=[spec], faults=[])).venues
         except (ValueError, LookupError) as exc:
             raise ConfigError(
                 f"{path} [venues.{spec.name}]: the simulator cannot serve it: {exc}"
             ) from None
+        if spec.name not in built:  # a sim_port asks for it to be simulated
+            raise ConfigError(
+                f"{path} [venues.{spec.name}]: has a sim_port, but the simulator has no dialect"
+                f" of that name (it serves venues named like its dialects; drop sim_port for a"
+                f" live venue)"
+            )
+        venues.update(built)
     symbols = {name: v.symbols for name, v in venues.items()}
     for i, fault in enumerate(sim.faults):
         try:

@@ -104,6 +104,7 @@ class Engine:
         self.bad_by_venue: dict[str, int] = {}
         self.published: dict[str, int] = {}
         self._last_key: dict[str, Any] = {}
+        self._bbo_all_ts: dict[str, Timestamps] = {}  # bbo.all topic -> as last published
         self._status_dirty: set[str] = set()
         # "venue.SYMBOL" -> [due, wait, topic, reason]: books whose snapshots were refused
         self._bad_resyncs: dict[str, list[Any]] = {}
@@ -497,8 +498,13 @@ class Engine:
         return _stamp(body, group.latest_ts())
 
     def group_bbo(self, group: Group) -> dict[str, Any]:
+        """``bbo.all`` now, for a resync: with the timestamps it was last published with if its
+        content has not changed since, so that a subscriber sees the same message again."""
         body = group.bbo_body(self._rate_fn(group), self.settings.depth)
-        return _stamp(body, group.latest_ts())
+        topic = f"bbo.all.{group.name}"
+        last = self._bbo_all_ts.get(topic)
+        same = last is not None and self._last_key.get(topic) == tuple(body.values())
+        return _stamp(body, last if same else group.latest_ts())
 
     def _group_bbo(self, group: Group, ts: Timestamps | None = None) -> None:
         """Build and publish ``bbo.all`` if its content changed, stamped with ``ts`` (the
@@ -509,7 +515,9 @@ class Engine:
         key = tuple(body.values())  # before the timestamps are stamped
         if self._last_key.get(topic) != key:
             self._last_key[topic] = key
-            self._send(topic, _stamp(body, group.latest_ts() if ts is None else ts))
+            ts = group.latest_ts() if ts is None else ts
+            self._bbo_all_ts[topic] = ts
+            self._send(topic, _stamp(body, ts))
 
     def depth_topics(self) -> list[str]:
         """Every ``depth.*`` topic the engine can build."""

@@ -131,7 +131,7 @@ class HttpApi:
             )
         if request.method not in ("GET", "HEAD"):
             return self.error(
-                405, "method_not_allowed", "only GET is supported", [("Allow", "GET")]
+                405, "method_not_allowed", "only GET is supported", [("Allow", "GET, HEAD")]
             )
         try:
             resp = await self.route(path, parse_qs(url.query, keep_blank_values=True))

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config)
         venue = cfg.venue(args.venue)
+        if not venue.enabled:
+            print(f"flowbook ingest: venue {venue.name} is disabled in {cfg.path}", file=sys.stderr)
+            return 2
         plugin = load_plugin(venue)
     except ConfigError as exc:
         print(f"flowbook ingest: {exc}", file=sys.stderr)
-        return 2
-    if not venue.enabled:
-        print(f"flowbook ingest: venue {venue.name} is disabled in {cfg.path}", file=sys.stderr)
         return 2
     try:
         publisher = Publisher(f"ingest-{venue.name}", venue.pub, venue.control)

@@ -65,6 +65,9 @@ def parse_fault(obj: object, symbols_by_venue: dict[str, Iterable[str]]) -> Faul
     if not isinstance(obj, dict):
         raise FaultError("body must be a JSON object")
     venue, kind, symbol = obj.get("venue"), obj.get("kind"), obj.get("symbol")
+    for key, value in (("venue", venue), ("kind", kind), ("symbol", symbol)):
+        if value is not None and not isinstance(value, str):
+            raise FaultError(f"{key!r} must be a string, got {value!r}")
     if venue not in symbols_by_venue:
         raise FaultError(f"unknown venue {venue!r}; served: {sorted(symbols_by_venue)}")
     if kind not in KINDS:

@@ -551,9 +551,15 @@ def test_a_market_back_from_down_brings_its_timestamps_into_its_group() -> None:
     assert b["bid"] == [99.0, 1.0, "kraken"] and b["ts_recv"] == T0 + 1005
     bus.flush(engine)
     assert bus.last("depth.all.BTC-USD")["ts_recv"] == T0 + 1005
-    feed(engine, "binance", "BTC-USDT", "delta", [[99.5, 2.0]], [], 2)  # read before kraken's
+    delta = book_msg("binance", "BTC-USDT", "delta", [[99.5, 2.0]], [], 2)  # read before kraken's
+    stamps = {"ts_book_wake": T0 + 3000, "ts_book_rx": T0 + 3001}
+    engine.on_message("binance", "book.binance.BTC-USDT", {**delta, **stamps})
     b = bus.last("bbo.all.BTC-USD")
     assert b["bid"] == [99.5, 2.0, "binance"] and b["ts_recv"] == T0 + 1002
+    assert (b["ts_book_wake"], b["ts_book_rx"]) == (T0 + 3000, T0 + 3001)  # its hop, too
+    # a resync copy of the same content is the same message (not news for the gateway)
+    again = dict(engine.snapshots(["bbo.all."]))["bbo.all.BTC-USD"]
+    assert (again["ts_recv"], again["bid"]) == (T0 + 1002, b["bid"])
 
 
 def _without_ts(body: dict[str, Any] | None) -> dict[str, Any] | None:

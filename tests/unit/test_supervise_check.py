@@ -95,6 +95,18 @@ def test_another_run_dir_gets_a_supervisord_conf_that_points_there(tmp_path):
             ),
             r"\[simulator\] faults\[0\]: unknown key\(s\) at",
         ),
+        (
+            (
+                "seed = 11",
+                'seed = 11\n[[simulator.faults]]\nvenue = "binance"\nkind = "gap"\nsymbol = ["BTCUSDT"]',
+            ),
+            r"\[simulator\] faults\[0\]: 'symbol' must be a string",
+        ),
+        # a sim_port asks for a simulated venue: the simulator must have its dialect
+        (
+            ("[venues.binance]", '[venues.mybin]\nplugin = "binance"'),
+            r"\[venues.mybin\]: has a sim_port, but",
+        ),
         # every plugin reads its instruments over REST
         (
             ('rest_url = "http://127.0.0.1:19101"\n', ""),
