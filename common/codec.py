@@ -13,6 +13,10 @@ import orjson
 SCHEMA_VERSION = 1
 
 
+BOOK_TRACE = "ts_book"  # the book builder's Subscriber(trace=...) prefix ([book] trace_hops)
+GATEWAY_TRACE = "ts_gw"  # the gateway's ([gateway] trace_hops)
+
+
 def trace_fields(prefix: str) -> tuple[str, str]:
     """The receive stamps a ``Subscriber(trace=prefix)`` adds: woke to read, decoded."""
     return f"{prefix}_wake", f"{prefix}_rx"
@@ -20,7 +24,7 @@ def trace_fields(prefix: str) -> tuple[str, str]:
 
 #: every receive stamp of the pipeline (``[book]``/``[gateway]`` ``trace_hops``): measurement,
 #: not data, so two messages that differ only there carry the same data
-TRACE_FIELDS = frozenset(trace_fields("ts_book") + trace_fields("ts_gw"))
+TRACE_FIELDS = frozenset(trace_fields(BOOK_TRACE) + trace_fields(GATEWAY_TRACE))
 
 
 class DecodeError(ValueError):

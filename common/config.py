@@ -284,12 +284,15 @@ def load(
         raise with_overrides(exc, overrides) from None
 
 
+_OVERRIDES_NAMED = " (with the environment's "
+
+
 def with_overrides(exc: ConfigError, overrides: list[str] | tuple[str, ...]) -> ConfigError:
     """``exc`` naming the environment overrides in force: the file alone may not show the
-    value it complains about."""
-    if not overrides:
+    value it complains about. One that names them already is returned as is."""
+    if not overrides or _OVERRIDES_NAMED in str(exc):
         return exc
-    return ConfigError(f"{exc} (with the environment's {', '.join(overrides)})")
+    return ConfigError(f"{exc}{_OVERRIDES_NAMED}{', '.join(overrides)})")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -344,8 +347,7 @@ def _validate(path: Path, data: dict[str, Any]) -> Config:
     sim = data.get("simulator", {})
     # the simulator checks the rest when it is enabled; a typo is an error even when it is not
     reject_unknown_keys(sim, SIMULATOR_KEYS, f"{path} [simulator]")
-    take_key(sim, "enabled", bool, f"{path} [simulator]", False)
-    if sim.get("enabled", False) is True:  # as supervise reads it: no table, no simulator
+    if take_key(sim, "enabled", bool, f"{path} [simulator]", False):  # no table, no simulator
         sim_host = sim.get("host", "127.0.0.1")
         control_port = sim.get("control_port", 9100)
         if type(control_port) is int and control_port > 0 and isinstance(sim_host, str):

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args.config or os.environ.get("FLOWBOOK_CONFIG") or default)
         check(cfg)
     except ConfigError as exc:
-        if cfg is not None and str(exc).find("(with the environment's") < 0:
+        if cfg is not None:  # an error of check(): load() names the overrides itself
             exc = with_overrides(exc, cfg.overrides)
         print(f"flowbook: {exc}", file=sys.stderr)
         return 2

@@ -22,10 +22,11 @@ import time
 from typing import Any
 
 from common.bus import Publisher, Subscriber, Upstream, covers
+from common.codec import BOOK_TRACE
 from common.config import Config, ConfigError
 from common.metrics import ProcessStats, RateMeter
 from services.book.conflate import Conflator
-from services.book.engine import TRACE, Engine, Settings
+from services.book.engine import Engine, Settings
 from services.book.rates import parse_references
 
 log = logging.getLogger("flowbook.book")
@@ -99,7 +100,7 @@ class BookBuilder:
                 on_stale=self.engine.on_stale,
                 on_upstream=self.engine.set_upstream,
                 stale_after_s=cfg.book.stale_after_s,
-                trace=TRACE if settings.trace_hops else None,
+                trace=BOOK_TRACE if settings.trace_hops else None,
             )
         self.proc = ProcessStats()
         self.rate_in = RateMeter()

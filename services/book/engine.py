@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.book import Level
-from common.codec import trace_fields
+from common.codec import BOOK_TRACE, trace_fields
 from common.metrics import LatencyHistogram
 from common.symbols import group_of, parse_market, unit_of
 from services.book.consolidate import Group, spread_bps
@@ -49,8 +49,7 @@ MAX_LOGGED_BAD = 100
 LATENCY_SUMMARY_EVERY_S = 5.0
 BAD_RESYNC_FIRST_S = 1.0
 BAD_RESYNC_MAX_S = 60.0
-TRACE = "ts_book"  # the Subscriber's trace prefix (services/book/app.py)
-TRACE_WAKE, TRACE_RX = trace_fields(TRACE)
+TRACE_WAKE, TRACE_RX = trace_fields(BOOK_TRACE)
 
 Publish = Callable[[str, dict[str, Any]], None]
 

@@ -13,6 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from common.bus import Subscriber, Upstream
+from common.codec import GATEWAY_TRACE
 from common.config import Config
 from services.gateway.clients import CLOSE_TRY_AGAIN
 from services.gateway.demand import DepthDemand
@@ -52,7 +53,7 @@ class Gateway:
             self.hub.on_bus,
             on_upstream=self._on_upstream,
             stale_after_s=cfg.book.stale_after_s,
-            trace="ts_gw" if self.settings.trace_hops else None,
+            trace=GATEWAY_TRACE if self.settings.trace_hops else None,
         )
         self.demand = DepthDemand(self.subscriber.add_prefix, self._unfollow)
         self.hub.demand = self.demand

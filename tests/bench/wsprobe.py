@@ -43,9 +43,10 @@ import orjson
 from websockets.asyncio.client import connect
 
 from common import aio
+from common.codec import BOOK_TRACE, GATEWAY_TRACE, trace_fields
 from tests.bench.probe import Commands, Stages, reply, run_commands
 
-TRACE_KEYS = ("ts_book_wake", "ts_book_rx", "ts_gw_wake", "ts_gw_rx")
+TRACE_KEYS = trace_fields(BOOK_TRACE) + trace_fields(GATEWAY_TRACE)  # wake, rx; wake, rx
 GATEWAY_KEYS = ("messages_sent", "dropped", "conflated", "slow_closed", "clients", "errors")
 
 
