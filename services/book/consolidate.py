@@ -46,7 +46,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
-from common.book import Level, OrderBook
+from common.book import Level, OrderBook, best_prices, nth_price
 from services.book.mirror import LIVE, STATE_RANK, Mirror, Timestamps
 
 ConsLevel = list[Any]  # [price, total, {venue: size}]
@@ -117,11 +117,7 @@ def _levels_within(
     already read)."""
     if src.rate == 1.0:
         side = src.book.bids if bids else src.book.asks
-        if bids:
-            prices = side.keys()[max(side.bisect_left(limit), len(side) - n) :]
-            prices.reverse()
-        else:
-            prices = side.keys()[: min(side.bisect_right(limit), n)]
+        prices = best_prices(side, n, bids, limit)
         return prices, list(map(side.__getitem__, prices))
     levels = converted if converted is not None else best_levels(src.book, bids, n, src.rate)
     kept = [lv for lv in levels if (lv[0] >= limit if bids else lv[0] <= limit)]
@@ -139,7 +135,7 @@ def _cutoff(
         if len(side) < n:
             continue
         if levels is None:
-            nth = side.keys()[-n] if bids else side.keys()[n - 1]
+            nth = nth_price(side, n, bids)
         else:
             if len({p for p, _ in levels}) < n:
                 continue

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.book import OrderBook
+from common.book import OrderBook, best_prices, nth_price
 
 prices = st.integers(min_value=1, max_value=400).map(lambda i: i / 4)
 sizes = st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.25, 10.0])
@@ -67,3 +69,33 @@ def test_matches_a_dict_model(operations, n):
     assert len(book) == len(model[True]) + len(model[False])
     assert book.best_bid() == (want_bids[0] if want_bids else None)
     assert book.best_ask() == (want_asks[0] if want_asks else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops,
+    st.integers(min_value=0, max_value=25),
+    st.one_of(st.none(), prices),
+    st.sampled_from([4, 1000]),
+)
+def test_best_prices_and_nth_price_match_a_sorted_model(operations, n, limit, load):
+    """The sublist walks agree with a sorted list, also across sortedcontainers' sublists
+    (a load of 4 splits a side of more than 8 levels)."""
+    book = OrderBook()
+    book.bids._list._reset(load)
+    book.asks._list._reset(load)
+    for is_bid, price, size in operations:
+        book.set_level(is_bid, price, size)
+    bids = sorted(book.bids, reverse=True)
+    asks = sorted(book.asks)
+    want_bids = [p for p in bids[:n] if limit is None or p >= limit]
+    want_asks = [p for p in asks[:n] if limit is None or p <= limit]
+    assert best_prices(book.bids, n, True, limit) == want_bids
+    assert best_prices(book.asks, n, False, limit) == want_asks
+    if n >= 1:
+        assert nth_price(book.bids, n, True) == (bids[n - 1] if len(bids) >= n else -math.inf)
+        assert nth_price(book.asks, n, False) == (asks[n - 1] if len(asks) >= n else math.inf)
+    assert book.top(n) == (
+        [(p, book.bids[p]) for p in bids[:n]],
+        [(p, book.asks[p]) for p in asks[:n]],
+    )
