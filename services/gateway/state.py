@@ -179,7 +179,9 @@ class MarketState:
             ring = self.trades[topic] = deque(maxlen=self.trades_ring)
             self._trade_ids[topic] = deque(maxlen=self.trades_ring)
         ids = self._trade_ids[topic]
-        held = self._trade_id_count.setdefault(topic, Counter())
+        held = self._trade_id_count.get(topic)
+        if held is None:  # not setdefault: a Counter() per message costs more than the rest
+            held = self._trade_id_count[topic] = Counter()
         ids_in = [_trade_key(t.get("id")) for t in trades if isinstance(t, dict)]
         if ids_in and None not in ids_in and all(i in held for i in ids_in):
             self.duplicates += 1  # a republished batch: already held and forwarded
