@@ -13,6 +13,9 @@ the warm-up it sends a mark, then an end; the sink reports latency percentiles b
 the middle its CPU time per message. The ceiling step sends as fast as the source can and reports
 how many messages per second the middle process decoded, applied and re-encoded.
 
+The memory floor (``memory_floor``): the RSS of a fresh interpreter that has only imported what
+each flowbook service imports, summed over the processes the benchmark runs.
+
 ``python -m tests.bench.floor [--steps 1000,2000] [--duration 10]`` runs it alone.
 """
 
@@ -271,6 +274,49 @@ def run_floor(
     return out
 
 
+# what each flowbook process imports before it does anything (an ingest process also loads its
+# venue plugin; they are alike)
+SERVICE_IMPORTS = {
+    "python": (),
+    "ingest": ("services.ingest.__main__", "services.ingest.venues.binance"),
+    "book": ("services.book.__main__",),
+    "gateway": ("services.gateway.__main__",),
+}
+_RSS_SCRIPT = """
+import importlib, os, sys
+for m in sys.argv[1:]:
+    importlib.import_module(m)
+with open("/proc/self/statm") as f:
+    print(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+"""
+
+
+def imports_rss_mb(modules: tuple[str, ...]) -> float:
+    """RSS of a fresh interpreter once it has imported ``modules``: no data, no sockets."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return round(int(out.split()[-1]) / 2**20, 1)
+
+
+def memory_floor(ingest_processes: int) -> dict[str, Any]:
+    """The memory floor: what flowbook's processes hold right after their imports, before
+    any book or connection, summed as the benchmark sums their RSS (shared library pages count
+    in every process, as in RSS)."""
+    per = {name: imports_rss_mb(mods) for name, mods in SERVICE_IMPORTS.items()}
+    total = per["ingest"] * ingest_processes + per["book"] + per["gateway"]
+    return {
+        "imports_rss_mb": per,
+        "ingest_processes": ingest_processes,
+        "total_rss_mb": round(total, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     roles: dict[str, Callable[[list[str]], None]] = {
@@ -289,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     steps = [int(float(s)) for s in args.steps.split(",") if s.strip()]
     res = run_floor(steps, args.warmup, args.duration, args.realtime_priority)
+    res["memory"] = memory_floor(6)
     print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
     return 0
 

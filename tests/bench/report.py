@@ -391,10 +391,13 @@ def target_lines(results: dict[str, Any]) -> list[str]:
     rss = [s["flowbook_rss_max_mb"] for s in results["steps"]]
     pss = [s.get("flowbook_pss_mb") or 0 for s in results["steps"]]
     if rss:
+        mem = (results.get("floor") or {}).get("memory")
+        floor_note = f"; their imports alone: {mem['total_rss_mb']:.0f} MB" if mem else ""
         row(
             "RSS of all flowbook processes",
             "<= 200 MB, flat",
-            f"RSS {min(rss):.0f}-{max(rss):.0f} MB (PSS {min(pss):.0f}-{max(pss):.0f} MB)",
+            f"RSS {min(rss):.0f}-{max(rss):.0f} MB (PSS {min(pss):.0f}-{max(pss):.0f} MB)"
+            + floor_note,
             max(rss) <= 200,
         )
     comp = results.get("compare") or {}
@@ -466,6 +469,18 @@ def floor_lines(results: dict[str, Any]) -> list[str]:
         f" {fl['ceiling_msgs_s']:,.0f} msgs/s at"
         f" {fl['ceiling']['middle_cpu_us_per_msg']} µs CPU/msg.",
     ]
+    mem = fl.get("memory")
+    if mem:
+        per = mem["imports_rss_mb"]
+        out += [
+            "",
+            "Memory floor (`floor.memory_floor`): the RSS of a fresh interpreter that has only"
+            " imported what each service imports, before any book, socket or connection:"
+            f" ingest {per['ingest']:.0f} MB, book builder {per['book']:.0f} MB, gateway"
+            f" {per['gateway']:.0f} MB (a bare `python` {per['python']:.0f} MB). For"
+            f" {mem['ingest_processes']} ingest processes, the book builder and the gateway that"
+            f" is {mem['total_rss_mb']:.0f} MB of RSS before flowbook holds any data.",
+        ]
     return out
 
 

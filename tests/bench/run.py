@@ -943,6 +943,8 @@ class Bench:
             self.results["floor"] = floor.run_floor(
                 a.step_list, a.warmup, a.duration, a.realtime_priority, log
             )
+            mem = self.results["floor"]["memory"] = floor.memory_floor(len(a.venue_list))
+            log(f"  memory floor: {mem['imports_rss_mb']} MB RSS after imports")
         except (RuntimeError, OSError, ValueError, KeyError) as exc:  # ValueError: bad JSON
             log(f"phase_floor failed: {exc!r}")
             self.results.setdefault("errors", []).append(f"phase_floor: {exc}")

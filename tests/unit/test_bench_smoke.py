@@ -89,3 +89,14 @@ def test_bench_smoke(tmp_path) -> None:
     assert bare["target_msgs_s"] == 500 and bare["lost"] == 0
     assert bare["received_msgs_s"] > 0 and bare["latency_us"]["count"] > 0
     assert data["floor"]["ceiling_msgs_s"] > 0
+    # the memory floor: each service's imports on top of a bare interpreter, summed over the
+    # processes this run had (one venue: one ingest)
+    mem = data["floor"]["memory"]
+    per = mem["imports_rss_mb"]
+    assert mem["ingest_processes"] == 1
+    assert min(per["ingest"], per["book"], per["gateway"]) > per["python"] > 0
+    assert mem["total_rss_mb"] == pytest.approx(
+        per["ingest"] + per["book"] + per["gateway"], abs=0.2
+    )
+    # a running service holds more than its imports
+    assert step["processes"]["book"]["rss_mb"] > per["book"]
