@@ -180,7 +180,7 @@ class MarketState:
             self._trade_ids[topic] = deque(maxlen=self.trades_ring)
         ids = self._trade_ids[topic]
         held = self._trade_id_count.get(topic)
-        if held is None:  # not setdefault: a Counter() per message costs more than the rest
+        if held is None:  # not setdefault, which would build a Counter on every message
             held = self._trade_id_count[topic] = Counter()
         ids_in = [_trade_key(t.get("id")) for t in trades if isinstance(t, dict)]
         if ids_in and None not in ids_in and all(i in held for i in ids_in):

@@ -33,6 +33,7 @@ import orjson
 import zmq
 from sortedcontainers import SortedDict
 
+from common.aio import loop_name
 from common.metrics import LatencyHistogram
 from common.sched import set_fifo
 from tests.procs import ROOT, free_port
@@ -274,41 +275,55 @@ def run_floor(
     return out
 
 
-# what each flowbook process imports before it does anything (an ingest process also loads its
-# venue plugin; they are alike)
-SERVICE_IMPORTS = {
-    "python": (),
-    "ingest": ("services.ingest.__main__", "services.ingest.venues.binance"),
-    "book": ("services.book.__main__",),
-    "gateway": ("services.gateway.__main__",),
-}
+def service_imports() -> dict[str, tuple[str, ...]]:
+    """What each flowbook process imports before it does anything: its entry module, an ingest
+    process its venue plugin too (they are alike), and uvloop, which ``common.aio.run`` imports
+    as it starts the loop."""
+    loop = ("uvloop",) if loop_name() == "uvloop" else ()
+    return {
+        "python": (),
+        "ingest": ("services.ingest.__main__", "services.ingest.venues.binance", *loop),
+        "book": ("services.book.__main__", *loop),
+        "gateway": ("services.gateway.__main__", *loop),
+    }
+
+
 _RSS_SCRIPT = """
 import importlib, os, sys
 for m in sys.argv[1:]:
     importlib.import_module(m)
 with open("/proc/self/statm") as f:
-    print(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    print("\\nRSS", int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
 """
 
 
 def imports_rss_mb(modules: tuple[str, ...]) -> float:
-    """RSS of a fresh interpreter once it has imported ``modules``: no data, no sockets."""
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_SCRIPT, *modules],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return round(int(out.split()[-1]) / 2**20, 1)
+    """RSS of a fresh interpreter once it has imported ``modules``: no data, no sockets.
+    Raises RuntimeError if that interpreter fails."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, *modules],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"importing {', '.join(modules)} took over 60 s") from exc
+    rss = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RSS ")]
+    if proc.returncode != 0 or not rss:
+        raise RuntimeError(
+            f"importing {', '.join(modules) or 'nothing'} failed (exit {proc.returncode}):"
+            f" {(proc.stderr.strip().splitlines() or [''])[-1]}"
+        )
+    return round(int(rss[-1]) / 2**20, 1)
 
 
 def memory_floor(ingest_processes: int) -> dict[str, Any]:
     """The memory floor: what flowbook's processes hold right after their imports, before
     any book or connection, summed as the benchmark sums their RSS (shared library pages count
     in every process, as in RSS)."""
-    per = {name: imports_rss_mb(mods) for name, mods in SERVICE_IMPORTS.items()}
+    per = {name: imports_rss_mb(mods) for name, mods in service_imports().items()}
     total = per["ingest"] * ingest_processes + per["book"] + per["gateway"]
     return {
         "imports_rss_mb": per,
@@ -332,10 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--realtime-priority", type=int, default=10)
+    ap.add_argument(
+        "--ingest-processes", type=int, default=6, help="for the memory floor's sum (venues)"
+    )
     args = ap.parse_args(argv)
     steps = [int(float(s)) for s in args.steps.split(",") if s.strip()]
     res = run_floor(steps, args.warmup, args.duration, args.realtime_priority)
-    res["memory"] = memory_floor(6)
+    try:
+        res["memory_floor"] = memory_floor(args.ingest_processes)
+    except RuntimeError as exc:
+        res["memory_floor_error"] = str(exc)
     print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
     return 0
 

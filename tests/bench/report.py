@@ -294,6 +294,8 @@ def tables(results: dict[str, Any], md_dir: Path | None = None) -> str:
     out += ["", *target_lines(results)]
     if results.get("floor"):
         out += ["", *floor_lines(results)]
+    if results.get("memory_floor"):
+        out += ["", *memory_floor_lines(results)]
     comp = results.get("compare")
     if comp:
         out += ["", *compare_lines(comp)]
@@ -393,7 +395,7 @@ def target_lines(results: dict[str, Any]) -> list[str]:
     rss = [s["flowbook_rss_max_mb"] for s in results["steps"]]
     pss = [s.get("flowbook_pss_mb") or 0 for s in results["steps"]]
     if rss:
-        mem = (results.get("floor") or {}).get("memory")
+        mem = results.get("memory_floor")
         floor_note = f"; their imports alone: {mem['total_rss_mb']:.0f} MB" if mem else ""
         row(
             "RSS of all flowbook processes",
@@ -476,19 +478,23 @@ def floor_lines(results: dict[str, Any]) -> list[str]:
         f" {fl['ceiling_msgs_s']:,.0f} msgs/s at"
         f" {fl['ceiling']['middle_cpu_us_per_msg']} µs CPU/msg.",
     ]
-    mem = fl.get("memory")
-    if mem:
-        per = mem["imports_rss_mb"]
-        out += [
-            "",
-            "Memory floor (`floor.memory_floor`): the RSS of a fresh interpreter that has only"
-            " imported what each service imports, before any book, socket or connection:"
-            f" ingest {per['ingest']:.0f} MB, book builder {per['book']:.0f} MB, gateway"
-            f" {per['gateway']:.0f} MB (a bare `python` {per['python']:.0f} MB). For"
-            f" {mem['ingest_processes']} ingest processes, the book builder and the gateway that"
-            f" is {mem['total_rss_mb']:.0f} MB of RSS before flowbook holds any data.",
-        ]
     return out
+
+
+def memory_floor_lines(results: dict[str, Any]) -> list[str]:
+    mem = results.get("memory_floor")
+    if not mem:
+        return []
+    per = mem["imports_rss_mb"]
+    return [
+        "Memory floor (`tests/bench/floor.py` `memory_floor`): the RSS of a fresh interpreter"
+        " that has only imported what each service imports (its modules and the event loop),"
+        " before any book, socket or connection: ingest"
+        f" {per['ingest']:.0f} MB, book builder {per['book']:.0f} MB, gateway"
+        f" {per['gateway']:.0f} MB (a bare `python` {per['python']:.0f} MB). For"
+        f" {mem['ingest_processes']} ingest processes, the book builder and the gateway that"
+        f" is {mem['total_rss_mb']:.0f} MB of RSS before flowbook holds any data.",
+    ]
 
 
 KEPT_UP_FAILS = ("load not applied", "ingest fell behind", "fell behind")

@@ -929,6 +929,7 @@ class Bench:
             self.shutdown()
         if self.args.floor:
             self.phase_floor()
+        self.phase_memory_floor()
         if "sustainable_msgs_s" not in self.results:
             held = [s["target_msgs_s"] for s in self.results["steps"] if s["held"]]
             self.results["sustainable_msgs_s"] = max(held) if held else 0
@@ -943,11 +944,21 @@ class Bench:
             self.results["floor"] = floor.run_floor(
                 a.step_list, a.warmup, a.duration, a.realtime_priority, log
             )
-            mem = self.results["floor"]["memory"] = floor.memory_floor(len(a.venue_list))
-            log(f"  memory floor: {mem['imports_rss_mb']} MB RSS after imports")
         except (RuntimeError, OSError, ValueError, KeyError) as exc:  # ValueError: bad JSON
             log(f"phase_floor failed: {exc!r}")
             self.results.setdefault("errors", []).append(f"phase_floor: {exc}")
+
+    def phase_memory_floor(self) -> None:
+        """What the services hold right after their imports (``floor.memory_floor``); cheap, so
+        measured with or without ``--floor``."""
+        try:
+            mem = self.results["memory_floor"] = floor.memory_floor(len(self.args.venue_list))
+        except RuntimeError as exc:
+            log(f"phase_memory_floor failed: {exc}")
+            self.results.setdefault("errors", []).append(f"phase_memory_floor: {exc}")
+            return
+        per = ", ".join(f"{k} {v:.1f}" for k, v in mem["imports_rss_mb"].items())
+        log(f"memory floor (RSS after imports, MB): {per}; total {mem['total_rss_mb']:.0f} MB")
 
     def shutdown(self) -> None:
         for p in self.probes:

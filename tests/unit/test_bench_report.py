@@ -25,7 +25,7 @@ def test_rss_row_quotes_the_memory_floor() -> None:
     results = {
         "steps": [step],
         "sustainable_msgs_s": 0,
-        "floor": {"memory": {"total_rss_mb": 265.3}},
+        "memory_floor": {"total_rss_mb": 265.3},
     }
     (row,) = [line for line in target_lines(results) if line.startswith("| RSS")]
     assert "their imports alone: 265 MB" in row and row.endswith("**missed** |")

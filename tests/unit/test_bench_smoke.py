@@ -91,7 +91,7 @@ def test_bench_smoke(tmp_path) -> None:
     assert data["floor"]["ceiling_msgs_s"] > 0
     # the memory floor: each service's imports on top of a bare interpreter, summed over the
     # processes this run had (one venue: one ingest)
-    mem = data["floor"]["memory"]
+    mem = data["memory_floor"]
     per = mem["imports_rss_mb"]
     assert mem["ingest_processes"] == 1
     assert min(per["ingest"], per["book"], per["gateway"]) > per["python"] > 0
