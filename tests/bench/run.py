@@ -28,7 +28,9 @@
    pyzmq chain (decode, SortedDict update, encode; ``tests/bench/floor.py``) at the same steps
    and scheduling, and the ceiling of its middle process: what this host charges any
    multi-process Python pipeline, measured in the same run as flowbook.
-6. Writes the JSON results, the plot and the table in docs/BENCHMARKS.md (``report.py``).
+6. The memory floor (with or without ``--floor``): the RSS of a fresh interpreter that has
+   imported what each service imports, summed over the run's processes (``floor.py``).
+7. Writes the JSON results, the plot and the table in docs/BENCHMARKS.md (``report.py``).
 """
 
 from __future__ import annotations
