@@ -138,8 +138,17 @@ class FaultState:
     def take_gap(self, symbol: str) -> bool:
         return _take(self.gaps, symbol)
 
-    def take_malformed(self, symbol: str) -> bool:
-        return _take(self.malformed, symbol) or _take(self.malformed, None)
+    def take_malformed(self, symbol: str) -> tuple[bool, str | None]:
+        """Consume one armed ``malformed`` fault for ``symbol``: its own, else one armed for any
+        symbol. Returns (taken, the key it was armed under), for ``return_malformed``."""
+        if _take(self.malformed, symbol):
+            return True, symbol
+        return _take(self.malformed, None), None
+
+    def return_malformed(self, key: str | None) -> None:
+        """Re-arm a taken ``malformed`` fault that reached no client: its update sent no frame
+        (every change beyond the depth a client subscribed to, say), so the next one carries it."""
+        self.malformed[key] = self.malformed.get(key, 0) + 1
 
     def take_rest(self, symbol: str) -> RestFault | None:
         """The REST fault that applies to the next snapshot call for ``symbol``, if any."""

@@ -180,15 +180,20 @@ class VenueServer:
             )
             self.dialect.lost(update)
             return
-        if faults.malformed and faults.take_malformed(symbol):
-            log.info(
-                "%s %s: malformed fault: truncated frame before update %d",
-                self.name,
-                symbol,
-                update.first_id,
-            )
-            update.corrupt = True
+        taken, armed_for = faults.take_malformed(symbol) if faults.malformed else (False, None)
+        update.corrupt = taken
         self.dialect.publish(update)
+        if not taken:
+            return
+        if update.corrupt:  # still set: no client got a frame of this update to truncate
+            faults.return_malformed(armed_for)
+            return
+        log.info(
+            "%s %s: malformed fault: truncated frame before update %d",
+            self.name,
+            symbol,
+            update.first_id,
+        )
 
     # ---- control --------------------------------------------------------------------------
 

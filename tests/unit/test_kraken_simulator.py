@@ -33,6 +33,7 @@ class Harness:
         self.resyncs: list[tuple[str, Resync]] = []
         self.trades: list = []
         self.acks = 0
+        self.malformed: list[str] = []  # frames that were not JSON, as the ingest skips them
         self.ts = 1_700_000_000_000
 
     async def start(self) -> None:
@@ -53,7 +54,11 @@ class Harness:
         await self.ws.send('{"method":"ping","req_id":99}')
         while True:
             frame = await asyncio.wait_for(self.ws.recv(), 10)
-            msg = orjson.loads(frame)
+            try:
+                msg = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                self.malformed.append(frame)
+                continue
             if msg.get("method") == "pong" and msg.get("req_id") == 99:
                 return
             self.acks += msg.get("method") in ("subscribe", "unsubscribe")
@@ -149,6 +154,28 @@ def test_a_wrong_checksum_resyncs_and_the_fresh_snapshot_is_exact():
         assert [(s, r.kind) for s, r in h.resyncs] == [("DOGE/USD", "checksum")]
         assert h.syncs["DOGE/USD"].counters.snapshots == 2
         assert h.equal("DOGE/USD") and h.equal("BTC/USD")
+
+    run(scenario)
+
+
+def test_a_malformed_fault_waits_for_an_update_that_sends_a_frame():
+    """An update whose changes all lie beyond every client's depth sends nothing: the armed
+    ``malformed`` fault stays armed and truncates the next frame actually sent (it was lost, and
+    a test waiting for the parse error waited in vain)."""
+
+    async def scenario(h: Harness) -> None:
+        h.venue.inject(FaultRequest("kraken", "malformed", "BTC/USD"))
+        book = h.venue.books["BTC/USD"]
+        far = book.bids.peekitem(0)[0] - 5  # below the lowest bid: far past the top 25
+        book.set(True, far, 7)
+        h.venue._emit(book.commit(h.ts, []))
+        await h.barrier()
+        assert h.malformed == []  # nothing was sent, so nothing truncated
+        h.step(20, "BTC/USD")
+        await h.barrier()
+        assert len(h.malformed) == 1 and h.resyncs == []
+        assert h.malformed[0].startswith('{"channel":')
+        assert h.equal("BTC/USD")
 
     run(scenario)
 
