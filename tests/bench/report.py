@@ -482,9 +482,7 @@ def floor_lines(results: dict[str, Any]) -> list[str]:
 
 
 def memory_floor_lines(results: dict[str, Any]) -> list[str]:
-    mem = results.get("memory_floor")
-    if not mem:
-        return []
+    mem = results["memory_floor"]
     per = mem["imports_rss_mb"]
     return [
         "Memory floor (`tests/bench/floor.py` `memory_floor`): the RSS of a fresh interpreter"
